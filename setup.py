@@ -1,0 +1,43 @@
+# Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# `processing/` keeps the card's folder name but installs as `nanoemox_processing`: a top-level package literally
+# called `processing` would collide with other installs.
+setup(
+    name="nanoemox",
+    version="0.1.0",
+    description="Nano-EmoX: multimodal emotional intelligence from perception to empathy, for transformers.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=[*find_packages(include=["modeling_nanoemox", "modeling_nanoemox.*"]), "nanoemox_processing"],
+    package_dir={"nanoemox_processing": "processing"},
+    install_requires=[
+        # A range, not a pin: GPU users bring their own CUDA build of torch.
+        "torch>=2.4,<3",
+        "transformers>=5.17,<6",
+        "huggingface_hub>=1.0",
+        "safetensors>=0.4",
+        "tokenizers>=0.21",
+        "numpy>=1.26",
+        "pillow>=10",
+        "av>=14",
+        "opencv-python-headless>=4.8,<5",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "train": ["trl>=1.16,<2", "peft>=0.17", "accelerate>=1.10", "datasets>=4", "pyyaml>=6"],
+        "eval": ["openpyxl>=3.1", "sacrebleu>=2.4", "rouge-score>=0.1.2", "matplotlib>=3.8"],
+        "demo": ["gradio>=6,<7", "spaces>=0.30", "matplotlib>=3.8"],
+        "dev": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "gradio_client>=1.0"],
+    },
+    entry_points={"console_scripts": ["nanoemox=modeling_nanoemox.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
