@@ -36,7 +36,8 @@ logger = logging.get_logger(__name__)
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 MODALITIES = ("video", "audio", "face", "fusion")
-# Inputs consumed when the prompt is first encoded; later decoding steps only extend the KV cache.
+# Inputs used only when the prompt is first encoded (and the processor's face metadata, which the model ignores);
+# later decoding steps only extend the KV cache.
 MEDIA_INPUT_NAMES = (
     "pixel_values_videos",
     "face_pixel_values",
@@ -47,6 +48,8 @@ MEDIA_INPUT_NAMES = (
     "video_mask",
     "face_mask",
     "audio_mask",
+    "face_boxes",
+    "face_detected",
 )
 
 
@@ -546,6 +549,8 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
         video_mask: torch.BoolTensor | None = None,
         face_mask: torch.BoolTensor | None = None,
         audio_mask: torch.BoolTensor | None = None,
+        face_boxes: torch.Tensor | None = None,
+        face_detected: torch.BoolTensor | None = None,
         use_cache: bool | None = None,
         past_key_values=None,
         **kwargs,
@@ -564,6 +569,9 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
                 Precomputed outputs of `get_<modality>_tower_features`, batch-aligned, instead of the raw media.
             video_mask / face_mask / audio_mask (`torch.BoolTensor` of shape `(batch_size,)`, *optional*):
                 Which samples carry the modality; all of them when omitted.
+            face_boxes / face_detected (*optional*):
+                The processor's record of the face crops it made, for display; accepted and ignored so that
+                `model(**processor(...))` and `model.generate(**processor(...))` work.
             cache (`Cache`, *optional*):
                 KV cache (`past_key_values` is accepted as the pre-5.24 name).
         """
@@ -647,6 +655,8 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
         video_mask: torch.BoolTensor | None = None,
         face_mask: torch.BoolTensor | None = None,
         audio_mask: torch.BoolTensor | None = None,
+        face_boxes: torch.Tensor | None = None,
+        face_detected: torch.BoolTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,

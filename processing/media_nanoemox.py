@@ -1,0 +1,329 @@
+# Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
+"""Decoding of raw video and audio with PyAV: a few frames spread over a clip, and fixed-length audio clips.
+
+Work and memory are bounded whatever the input: frames are converted to RGB at a capped resolution only when they
+are kept, long files are read by seeking rather than decoded start to finish, and a stream without a known length
+keeps an evenly thinned buffer instead of every frame.
+"""
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# A gap this long between two wanted frames (or audio clips) is crossed with a seek instead of decoding through it.
+SEEK_GAP_SECONDS = 20.0
+# Upper bound on frames held while reading a stream whose length the container does not state.
+MAX_BUFFERED_FRAMES = 64
+
+
+class MediaError(ValueError):
+    """A media input that cannot be used; the message names the input and the reason."""
+
+
+class MediaNotFoundError(MediaError, FileNotFoundError):
+    """A media path that does not exist."""
+
+
+class MediaDecodeError(MediaError):
+    """A file or buffer that is not decodable media (corrupt, truncated beyond use, not a media file)."""
+
+
+@dataclass
+class DecodedVideo:
+    """
+    Frames sampled from a clip.
+
+    Attributes:
+        frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, `uint8` RGB): at working resolution.
+        scale (`float`): original pixels per working pixel (multiply working coordinates by it).
+        original_size (`tuple[int, int]`): `(height, width)` of the source frames.
+        timestamps (`np.ndarray` of shape `(num_frames,)`): seconds of each frame, NaN when unknown.
+    """
+
+    frames: np.ndarray
+    scale: float
+    original_size: tuple[int, int]
+    timestamps: np.ndarray
+
+
+def describe_source(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def open_container(source) -> av.container.InputContainer:
+    """Opens a path or an in-memory file for reading, translating PyAV's errors into typed ones."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise MediaNotFoundError(f"{path}: no such file.")
+        if path.stat().st_size == 0:
+            raise MediaDecodeError(f"{path}: the file is empty.")
+        target = str(path)
+    elif isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise MediaDecodeError("The media buffer is empty.")
+        target = io.BytesIO(bytes(source))
+    else:
+        raise TypeError(f"Expected a media path or bytes, got {type(source).__name__}.")
+    try:
+        return av.open(target, mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        raise MediaDecodeError(f"{describe_source(source)}: not a readable media file ({error}).") from None
+
+
+def _working_size(height: int, width: int, max_side: int) -> tuple[int, int, float]:
+    scale = max(height, width) / max_side if max(height, width) > max_side else 1.0
+    # Even sizes keep swscale's chroma subsampling exact.
+    return max(2, round(height / scale) // 2 * 2), max(2, round(width / scale) // 2 * 2), scale
+
+
+def _stream_duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def sample_indices(num_available: int, num_frames: int) -> np.ndarray:
+    """`num_frames` indices spread uniformly from the start (as the benchmarks' loaders do); the last repeats when
+    fewer frames exist."""
+    if num_available >= num_frames:
+        return np.floor(np.arange(num_frames) * num_available / num_frames).astype(int)
+    return np.minimum(np.arange(num_frames), num_available - 1)
+
+
+def decode_video(source, num_frames: int = 8, max_side: int = 1280) -> DecodedVideo | None:
+    """
+    Samples `num_frames` RGB frames uniformly over a video file (path or bytes): frame `i` is the first frame at or
+    after `i / num_frames` of the duration; a clip with fewer frames gives all of them with the last repeated.
+
+    Returns `None` when the container has no video stream or the stream yields no frame (the caller proceeds with
+    the other modalities). Raises [`MediaNotFoundError`] / [`MediaDecodeError`] for missing or undecodable input.
+    """
+    with open_container(source) as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        duration = _stream_duration(container, stream)
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        estimated_frames = stream.frames or (duration * rate if duration else 0)
+        try:
+            if duration and estimated_frames > 2 * num_frames and stream.time_base is not None:
+                picked = _decode_at_times(container, stream, [i * duration / num_frames for i in range(num_frames)])
+            else:
+                # Short clip or unknown length: read it through (bounded) and index the frames.
+                kept = _decode_thinned(container, stream)
+                picked = [kept[i] for i in sample_indices(len(kept), num_frames)] if kept else []
+        except av.FFmpegError as error:
+            raise MediaDecodeError(f"{describe_source(source)}: the video stream cannot be decoded ({error}).") from None
+        if not picked:
+            return None
+        height, width = picked[0].height, picked[0].width
+        work_height, work_width, _ = _working_size(height, width, max_side)
+        frames = np.stack(
+            [frame.to_ndarray(format="rgb24", width=work_width, height=work_height) for frame in picked]
+        )
+        timestamps = np.array([frame.time if frame.time is not None else math.nan for frame in picked])
+        return DecodedVideo(frames, width / work_width, (height, width), timestamps)
+
+
+def _decode_at_times(container, stream, targets: list[float]) -> list:
+    """One forward pass keeping the first frame at or after each target time, seeking across long gaps; when the
+    stream ends early the last frame stands in for the remaining targets."""
+    picked, current = [], None
+    frames = container.decode(stream)
+    for target in targets:
+        if current is not None and current.time is not None and target - current.time > SEEK_GAP_SECONDS:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True, any_frame=False)
+            frames, current = container.decode(stream), None
+        while current is None or (current.time is not None and current.time + 1e-6 < target):
+            following = _next_frame(frames)
+            if following is None:
+                break
+            current = following
+        if current is None:
+            break
+        picked.append(current)
+    return picked
+
+
+def _next_frame(iterator):
+    try:
+        return next(iterator)
+    except StopIteration:
+        return None
+    except av.error.InvalidDataError:
+        # A damaged packet mid-stream (truncated download): stop and use what decoded so far.
+        logger.warning("The video stream is damaged; using the frames decoded before the damage.")
+        return None
+
+
+def _decode_thinned(container, stream) -> list:
+    """Reads a stream of unknown length keeping an evenly spaced subset of at most MAX_BUFFERED_FRAMES frames."""
+    kept, stride = [], 1
+    iterator = container.decode(stream)
+    index = 0
+    while (frame := _next_frame(iterator)) is not None:
+        if index % stride == 0:
+            kept.append(frame)
+            if len(kept) > MAX_BUFFERED_FRAMES:
+                kept, stride = kept[::2], stride * 2
+        index += 1
+    return kept
+
+
+def frames_from_array(frames, max_side: int = 1280) -> DecodedVideo:
+    """
+    Wraps caller-supplied frames: an array `(num_frames, height, width, 3)` (uint8, or float in [0, 1]) or a list
+    of such arrays / PIL images. Every frame is used; the caller chooses which.
+    """
+    if isinstance(frames, np.ndarray):
+        frame_list = list(frames) if frames.ndim == 4 else [frames]
+    elif isinstance(frames, (list, tuple)):
+        frame_list = [np.asarray(frame) for frame in frames]
+    else:
+        raise TypeError(f"Expected frames as an array or a list of images, got {type(frames).__name__}.")
+    if not frame_list:
+        raise MediaError("The list of frames is empty.")
+    arrays = []
+    for index, frame in enumerate(frame_list):
+        frame = np.asarray(frame)
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=-1)
+        if frame.ndim != 3 or frame.shape[-1] not in (3, 4):
+            raise MediaError(f"Frame {index} has shape {frame.shape}; expected (height, width, 3).")
+        frame = frame[..., :3]
+        if frame.dtype != np.uint8:
+            frame = np.clip(frame.astype(np.float32) * (255.0 if frame.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        arrays.append(frame)
+    height, width = arrays[0].shape[:2]
+    if any(frame.shape[:2] != (height, width) for frame in arrays):
+        raise MediaError("All frames of a clip must have the same size.")
+    work_height, work_width, scale = _working_size(height, width, max_side)
+    if scale != 1.0:
+        arrays = [_resize(frame, work_width, work_height) for frame in arrays]
+    return DecodedVideo(np.stack(arrays), width / arrays[0].shape[1], (height, width), np.full(len(arrays), math.nan))
+
+
+def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    return video_frame.to_ndarray(format="rgb24", width=width, height=height)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def resample_mono(waveform: np.ndarray, sampling_rate: int, target_rate: int) -> np.ndarray:
+    """Downmixes `(samples,)` or `(channels, samples)` audio by averaging channels and resamples it (libswresample)."""
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim == 2:
+        # Accept (channels, samples) or (samples, channels): channels is the short axis.
+        waveform = waveform.mean(axis=0 if waveform.shape[0] <= waveform.shape[1] else 1)
+    if waveform.ndim != 1:
+        raise MediaError(f"Audio must be (samples,) or (channels, samples), got shape {waveform.shape}.")
+    if not np.isfinite(waveform).all():
+        raise MediaError("The audio contains NaN or infinite samples.")
+    if sampling_rate == target_rate or waveform.size == 0:
+        return waveform
+    if not 1000 <= sampling_rate <= 384000:
+        raise MediaError(f"Unsupported sampling rate {sampling_rate} Hz (expected 1 kHz – 384 kHz).")
+    frame = av.AudioFrame.from_ndarray(waveform[None, :], format="fltp", layout="mono")
+    frame.sample_rate = int(sampling_rate)
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=target_rate)
+    chunks = [out.to_ndarray()[0] for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def decode_audio(source, target_rate: int = 16000, spans: list[tuple[float, float]] | None = None) -> np.ndarray | None:
+    """
+    Decodes the first audio stream of a file (path or bytes) to mono float32 at `target_rate`.
+
+    With `spans` (start, end) in seconds only those parts are decoded (seeking across long gaps) and returned
+    concatenated. Returns `None` when the file has no audio stream.
+    """
+    with open_container(source) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        try:
+            if spans is None:
+                return _decode_audio_span(container, stream, 0.0, math.inf, target_rate)
+            return np.concatenate([_decode_audio_span(container, stream, s, e, target_rate) for s, e in spans])
+        except av.FFmpegError as error:
+            raise MediaDecodeError(f"{describe_source(source)}: the audio stream cannot be decoded ({error}).") from None
+
+
+def _decode_audio_span(container, stream, start: float, end: float, target_rate: int) -> np.ndarray:
+    if start > 0:
+        container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+    planar = av.AudioResampler(format="fltp")
+    pieces, rate, first_time = [], None, None
+    iterator = container.decode(stream)
+    while True:
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            break
+        except av.error.InvalidDataError:
+            logger.warning("The audio stream is damaged; using the audio decoded before the damage.")
+            break
+        rate = frame.sample_rate
+        if first_time is None:
+            first_time = frame.time if frame.time is not None else 0.0
+        for converted in planar.resample(frame):
+            pieces.append(converted.to_ndarray())
+        if frame.time is not None and frame.time > end:
+            break
+    if not pieces:
+        return np.zeros(0, np.float32)
+    waveform = np.concatenate(pieces, axis=1)  # (channels, samples) at the source rate
+    offset = max(0, int(round((start - first_time) * rate)))
+    stop = waveform.shape[1] if math.isinf(end) else offset + int(round((end - start) * rate))
+    return resample_mono(waveform[:, offset:stop], rate, target_rate)
+
+
+def audio_duration(source) -> float | None:
+    """Duration in seconds of the first audio stream, `None` without one (or when the container does not say)."""
+    with open_container(source) as container:
+        if not container.streams.audio:
+            return None
+        return _stream_duration(container, container.streams.audio[0])
+
+
+def clip_spans(duration: float, num_clips: int, clip_seconds: float) -> list[tuple[float, float]]:
+    """`num_clips` windows of `clip_seconds` spread evenly from 0 to the end (overlapping when the audio is short)."""
+    step = max(duration - clip_seconds, 0.0) / max(num_clips - 1, 1)
+    return [(i * step, i * step + clip_seconds) for i in range(num_clips)]
+
+
+def split_clips(waveform: np.ndarray, sampling_rate: int, num_clips: int, clip_seconds: float) -> np.ndarray:
+    """
+    Cuts mono audio into `(num_clips, clip_samples)` windows spread evenly over it; audio shorter than one clip is
+    zero-padded first (so every window is that padded clip).
+    """
+    clip_samples = int(round(clip_seconds * sampling_rate))
+    if waveform.shape[0] < clip_samples:
+        waveform = np.pad(waveform, (0, clip_samples - waveform.shape[0]))
+    duration = waveform.shape[0] / sampling_rate
+    clips = []
+    for start, _ in clip_spans(duration, num_clips, clip_seconds):
+        offset = min(int(round(start * sampling_rate)), waveform.shape[0] - clip_samples)
+        clips.append(waveform[offset : offset + clip_samples])
+    return np.stack(clips).astype(np.float32)
