@@ -10,7 +10,10 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
+    AutoProcessor,
 )
+
+from nanoemox_processing import NanoEmoXProcessor
 
 from .configuration_nanoemox import NanoEmoXConfig, NanoEmoXFaceConfig
 from .modeling_nanoemox import (
@@ -29,6 +32,7 @@ AutoConfig.register(NanoEmoXFaceConfig.model_type, NanoEmoXFaceConfig, exist_ok=
 for _auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
     _auto_class.register(NanoEmoXConfig, NanoEmoXForConditionalGeneration, exist_ok=True)
 AutoModel.register(NanoEmoXFaceConfig, NanoEmoXFaceEncoder, exist_ok=True)
+AutoProcessor.register(NanoEmoXConfig, NanoEmoXProcessor, exist_ok=True)
 
 __all__ = [
     "DEFAULT_MODALITY_TOKENS",
@@ -38,5 +42,6 @@ __all__ = [
     "NanoEmoXForConditionalGeneration",
     "NanoEmoXModel",
     "NanoEmoXPreTrainedModel",
+    "NanoEmoXProcessor",
     "add_modality_tokens",
 ]

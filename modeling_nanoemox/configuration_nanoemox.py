@@ -326,7 +326,10 @@ class NanoEmoXConfig(PreTrainedConfig):
             _check_layer_index("audio_multiscale_layers", index, audio_layers)
         if not self.audio_feature_layers:
             raise ValueError("`audio_feature_layers` must name at least one layer, got an empty list.")
-        if len(self.vision_multiscale_layers) != len(self.audio_multiscale_layers) or not self.vision_multiscale_layers:
+        if (
+            len(self.vision_multiscale_layers) != len(self.audio_multiscale_layers)
+            or not self.vision_multiscale_layers
+        ):
             raise ValueError(
                 "The fusion encoder pairs one vision scale with one audio scale per expert: "
                 f"`vision_multiscale_layers` has {len(self.vision_multiscale_layers)} entries and "

@@ -103,7 +103,9 @@ class NanoEmoXFaceEncoder(NanoEmoXFacePreTrainedModel):
     def __init__(self, config: NanoEmoXFaceConfig):
         super().__init__(config)
         self.backbone = SwinModel(config.backbone_config, add_pooling_layer=False)
-        self.stage_projections = nn.ModuleList(nn.Linear(width, config.hidden_size) for width in config.stage_hidden_sizes)
+        self.stage_projections = nn.ModuleList(
+            nn.Linear(width, config.hidden_size) for width in config.stage_hidden_sizes
+        )
         self.fuse = nn.Conv2d(config.hidden_size * len(config.stage_hidden_sizes), config.hidden_size, 1, bias=False)
         self.post_init()
 
@@ -115,9 +117,7 @@ class NanoEmoXFaceEncoder(NanoEmoXFacePreTrainedModel):
         Returns:
             `torch.FloatTensor` of shape `(num_faces, hidden_size)`.
         """
-        outputs = self.backbone(
-            pixel_values, output_hidden_states=True, output_hidden_states_before_downsampling=True
-        )
+        outputs = self.backbone(pixel_values, output_hidden_states=True, output_hidden_states_before_downsampling=True)
         stage_maps = outputs.reshaped_hidden_states[1:]  # one (N, C_s, H_s, W_s) map per stage, before merging
         target_size = stage_maps[0].shape[-2:]
         projected = []
@@ -205,7 +205,9 @@ class NanoEmoXFusionEncoder(nn.Module):
             nn.Linear(hidden_size, num_experts),
         )
 
-    def forward(self, audio_multiscale: torch.Tensor, video_multiscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, audio_multiscale: torch.Tensor, video_multiscale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             audio_multiscale (`torch.Tensor` of shape `(N, num_clips, num_experts, audio_hidden)`)
@@ -241,6 +243,18 @@ class NanoEmoXPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
 
+    def enable_input_require_grads(self) -> None:
+        """
+        Makes the language model's input embeddings require grad, so gradient checkpointing with a frozen LLM (and
+        LoRA) still backpropagates into the modality adapters. Only the LLM's embeddings are hooked: the towers are
+        frozen feature extractors run without autograd (and Swin's patch embedding returns a tuple the generic hook
+        of `PreTrainedModel` cannot handle).
+        """
+        self.disable_input_require_grads()
+        hook = self.get_input_embeddings().register_forward_hook(lambda _m, _i, output: output.requires_grad_(True))
+        self._require_grads_hooks = [hook]
+        self._require_grads_hook = hook
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = self.config.initializer_range
@@ -262,13 +276,17 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
 
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.video_position_embedding = nn.Embedding(config.max_video_frames, config.vision_config.hidden_size)
-        self.video_query_tokens = nn.Parameter(torch.zeros(1, config.num_video_tokens, config.video_qformer_config.hidden_size))
+        self.video_query_tokens = nn.Parameter(
+            torch.zeros(1, config.num_video_tokens, config.video_qformer_config.hidden_size)
+        )
         self.video_qformer = Blip2QFormerModel(config.video_qformer_config)
         self.video_projector = nn.Linear(config.video_qformer_config.hidden_size, text_hidden)
 
         self.audio_tower = AutoModel.from_config(config.audio_config)
         self.audio_position_embedding = nn.Embedding(config.max_audio_clips, config.audio_config.hidden_size)
-        self.audio_query_tokens = nn.Parameter(torch.zeros(1, config.num_audio_tokens, config.audio_qformer_config.hidden_size))
+        self.audio_query_tokens = nn.Parameter(
+            torch.zeros(1, config.num_audio_tokens, config.audio_qformer_config.hidden_size)
+        )
         self.audio_qformer = Blip2QFormerModel(config.audio_qformer_config)
         self.audio_projector = nn.Linear(config.audio_qformer_config.hidden_size, text_hidden)
 
@@ -359,7 +377,9 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
     def _qformer_tokens(self, features, position_embedding, query_tokens, qformer, projector, max_positions, name):
         num_items, length = features.shape[:2]
         if length > max_positions:
-            raise ValueError(f"{name}: got {length} per sample, but the model has {max_positions} position embeddings.")
+            raise ValueError(
+                f"{name}: got {length} per sample, but the model has {max_positions} position embeddings."
+            )
         positions = torch.arange(length, device=features.device)
         hidden_states = features.to(position_embedding.weight.dtype) + position_embedding(positions)
         queries = query_tokens.expand(num_items, -1, -1)
@@ -761,7 +781,16 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
         language_model = AutoModelForCausalLM.from_pretrained(text, dtype=torch.float32, **hub_kwargs)
         vision_config = AutoConfig.from_pretrained(vision, **hub_kwargs)
         vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIPConfig or a vision one
-        vision_tower = CLIPVisionModel.from_pretrained(vision, config=vision_config, dtype=torch.float32, **hub_kwargs)
+        # A full CLIP checkpoint also holds the text tower, which Nano-EmoX does not use: skip the loader's long
+        # report of its "unexpected" weights.
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()
+        try:
+            vision_tower = CLIPVisionModel.from_pretrained(
+                vision, config=vision_config, dtype=torch.float32, **hub_kwargs
+            )
+        finally:
+            logging.set_verbosity(verbosity)
         audio_tower = AutoModel.from_pretrained(audio, dtype=torch.float32, **hub_kwargs)
         face_encoder = (
             NanoEmoXFaceEncoder.from_pretrained(face, dtype=torch.float32, **hub_kwargs) if face is not None else None

@@ -16,13 +16,17 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto"):
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        dtype
+    ]
     model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=torch_dtype).to(device).eval()
     processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
     return model, processor
 
 
-def predict(model, processor, *, video=None, audio=None, text=None, history=None, task="mer", max_new_tokens=128) -> dict:
+def predict(
+    model, processor, *, video=None, audio=None, text=None, history=None, task="mer", max_new_tokens=128
+) -> dict:
     """
     Runs one sample end to end and returns the answer with what the model saw: face boxes (original-frame pixels),
     per-frame face flags, the fusion gate weights and timings in seconds.

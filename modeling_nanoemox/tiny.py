@@ -41,8 +41,9 @@ def _training_corpus() -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A deterministic byte-level BPE tokenizer (under 512 tokens) with ChatML and the four modality placeholders."""
+def build_tiny_tokenizer(with_modality_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """A deterministic byte-level BPE tokenizer (under 512 tokens) with ChatML and, by default, the four modality
+    placeholders."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -59,7 +60,8 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         pad_token="<|endoftext|>",
         chat_template=CHATML_TEMPLATE,
     )
-    add_modality_tokens(tokenizer)
+    if with_modality_tokens:
+        add_modality_tokens(tokenizer)
     return tokenizer
 
 

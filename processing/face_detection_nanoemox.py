@@ -40,7 +40,12 @@ class OpenCVHaarFaceDetector(FaceDetector):
         self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml")
         if self._cascade.empty():
             raise RuntimeError("OpenCV's Haar cascade file is missing from this OpenCV install (OpenCV 5 has none).")
-        self.max_side, self.scale_factor, self.min_neighbors, self.min_size = max_side, scale_factor, min_neighbors, min_size
+        self.max_side, self.scale_factor, self.min_neighbors, self.min_size = (
+            max_side,
+            scale_factor,
+            min_neighbors,
+            min_size,
+        )
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         cv2 = self._cv2
@@ -76,7 +81,10 @@ class MediaPipeFaceDetector(FaceDetector):
         return np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
-FACE_DETECTORS = {OpenCVHaarFaceDetector.name: OpenCVHaarFaceDetector, MediaPipeFaceDetector.name: MediaPipeFaceDetector}
+FACE_DETECTORS = {
+    OpenCVHaarFaceDetector.name: OpenCVHaarFaceDetector,
+    MediaPipeFaceDetector.name: MediaPipeFaceDetector,
+}
 
 
 def build_face_detector(name: str, **kwargs) -> FaceDetector:

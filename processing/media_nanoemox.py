@@ -129,14 +129,14 @@ def decode_video(source, num_frames: int = 8, max_side: int = 1280) -> DecodedVi
                 kept = _decode_thinned(container, stream)
                 picked = [kept[i] for i in sample_indices(len(kept), num_frames)] if kept else []
         except av.FFmpegError as error:
-            raise MediaDecodeError(f"{describe_source(source)}: the video stream cannot be decoded ({error}).") from None
+            raise MediaDecodeError(
+                f"{describe_source(source)}: the video stream cannot be decoded ({error})."
+            ) from None
         if not picked:
             return None
         height, width = picked[0].height, picked[0].width
         work_height, work_width, _ = _working_size(height, width, max_side)
-        frames = np.stack(
-            [frame.to_ndarray(format="rgb24", width=work_width, height=work_height) for frame in picked]
-        )
+        frames = np.stack([frame.to_ndarray(format="rgb24", width=work_width, height=work_height) for frame in picked])
         timestamps = np.array([frame.time if frame.time is not None else math.nan for frame in picked])
         return DecodedVideo(frames, width / work_width, (height, width), timestamps)
 
@@ -251,7 +251,9 @@ def resample_mono(waveform: np.ndarray, sampling_rate: int, target_rate: int) ->
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
-def decode_audio(source, target_rate: int = 16000, spans: list[tuple[float, float]] | None = None) -> np.ndarray | None:
+def decode_audio(
+    source, target_rate: int = 16000, spans: list[tuple[float, float]] | None = None
+) -> np.ndarray | None:
     """
     Decodes the first audio stream of a file (path or bytes) to mono float32 at `target_rate`.
 
@@ -267,7 +269,9 @@ def decode_audio(source, target_rate: int = 16000, spans: list[tuple[float, floa
                 return _decode_audio_span(container, stream, 0.0, math.inf, target_rate)
             return np.concatenate([_decode_audio_span(container, stream, s, e, target_rate) for s, e in spans])
         except av.FFmpegError as error:
-            raise MediaDecodeError(f"{describe_source(source)}: the audio stream cannot be decoded ({error}).") from None
+            raise MediaDecodeError(
+                f"{describe_source(source)}: the audio stream cannot be decoded ({error})."
+            ) from None
 
 
 def _decode_audio_span(container, stream, start: float, end: float, target_rate: int) -> np.ndarray:

@@ -62,7 +62,11 @@ class _Sample:
 
     @property
     def modalities(self) -> list[str]:
-        present = [name for name in ("video", "face", "audio") if getattr(self, name if name != "face" else "faces") is not None]
+        present = [
+            name
+            for name in ("video", "face", "audio")
+            if getattr(self, name if name != "face" else "faces") is not None
+        ]
         if self.video is not None and self.audio is not None:
             present.append("fusion")
         return present
@@ -130,7 +134,9 @@ class NanoEmoXProcessor(ProcessorMixin):
         self.system_prompt = system_prompt
         if chat_template is None and tokenizer is not None:
             chat_template = tokenizer.chat_template
-        super().__init__(image_processor, face_image_processor, feature_extractor, tokenizer, chat_template=chat_template)
+        super().__init__(
+            image_processor, face_image_processor, feature_extractor, tokenizer, chat_template=chat_template
+        )
         self._detector: FaceDetector | None = None
         missing = [m for m in MODALITY_ORDER if not getattr(tokenizer, f"{m}_token", None)]
         if missing:
@@ -231,7 +237,9 @@ class NanoEmoXProcessor(ProcessorMixin):
                 raise ValueError(
                     "An audio array needs its sampling rate: pass (waveform, sampling_rate) or `sampling_rate=`."
                 )
-            waveform = resample_mono(audio if isinstance(audio, np.ndarray) else np.asarray(audio), sampling_rate, target_rate)
+            waveform = resample_mono(
+                audio if isinstance(audio, np.ndarray) else np.asarray(audio), sampling_rate, target_rate
+            )
         return split_clips(waveform, target_rate, self.num_audio_clips, self.audio_clip_seconds)
 
     def _prepare_faces(self, decoded: DecodedVideo, supplied_faces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -476,7 +484,9 @@ class NanoEmoXProcessor(ProcessorMixin):
             )  # fmt: skip
             all_ids.append(ids)
             all_labels.append(labels)
-        return self._collate(samples, all_ids, all_labels if targets[0] is not None else None, padding_side, return_tensors)
+        return self._collate(
+            samples, all_ids, all_labels if targets[0] is not None else None, padding_side, return_tensors
+        )
 
     def _tokenize_sample(self, modalities, text, task, history, candidates, messages, target, max_length, index):
         if messages is not None and task is not None:
@@ -517,9 +527,11 @@ class NanoEmoXProcessor(ProcessorMixin):
         cleaned = [self._clean_text(c, "candidate label") for c in candidates]
         if len({c.lower() for c in cleaned}) != len(cleaned):
             raise ValueError(f"sample {index}: candidate labels repeat: {cleaned}.")
-        if target is not None and spec.name == "mir" and self._clean_text(target, "target").lower() not in {
-            c.lower() for c in cleaned
-        }:
+        if (
+            target is not None
+            and spec.name == "mir"
+            and self._clean_text(target, "target").lower() not in {c.lower() for c in cleaned}
+        ):
             raise ValueError(f"sample {index}: the target {target!r} is not among the candidate labels {cleaned}.")
         return cleaned
 
@@ -540,7 +552,9 @@ class NanoEmoXProcessor(ProcessorMixin):
     def _collate(self, samples, all_ids, all_labels, padding_side, return_tensors) -> BatchFeature:
         batch = len(samples)
         length = max(len(ids) for ids in all_ids)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
         input_ids = np.full((batch, length), pad_id, np.int64)
         attention_mask = np.zeros((batch, length), np.int64)
         labels = np.full((batch, length), IGNORE_INDEX, np.int64)
@@ -595,7 +609,9 @@ class NanoEmoXProcessor(ProcessorMixin):
         """
         if tokenize:
             if not add_generation_prompt:
-                raise ValueError("Tokenised chat prompts end with the assistant's turn: pass add_generation_prompt=True.")
+                raise ValueError(
+                    "Tokenised chat prompts end with the assistant's turn: pass add_generation_prompt=True."
+                )
             parts = [p for m in conversation if isinstance(m.get("content"), list) for p in m["content"]]
             media = {kind: next((p.get(kind) or p.get("path") for p in parts if p.get("type") == kind), None)
                      for kind in ("video", "audio")}  # fmt: skip
