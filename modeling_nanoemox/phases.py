@@ -3,13 +3,34 @@
 
 Freezing is a recipe decision expressed as parameter-name prefixes of `NanoEmoXForConditionalGeneration`; the model
 itself has no notion of phases.
+
+Phases 2 and 3 train every module between the frozen towers and the LLM ("adapters + fusion" in DESIGN's wording): the
+Q-Formers with their queries and position embeddings, the face pooler, the four projectors and the fusion encoder.
+That is what the authors' `configs/phase2.yaml` / `phase3.yaml` unfreeze, and it is the 50.8 M trainable parameters
+DESIGN §2 counts; the four projectors alone would be 5.3 M.
 """
 
 from dataclasses import dataclass
 
-ADAPTERS = ("model.video_projector", "model.audio_projector", "model.face_projector", "model.fusion_projector")
+AUDIO_HEAD = (
+    "model.audio_qformer.",
+    "model.audio_query_tokens",
+    "model.audio_position_embedding.",
+    "model.audio_projector.",
+)
+VISUAL_HEAD = (
+    "model.video_qformer.",
+    "model.video_query_tokens",
+    "model.video_position_embedding.",
+    "model.video_projector.",
+    "model.face_pooler.",
+    "model.face_projector.",
+)
+HEADS = (*AUDIO_HEAD, *VISUAL_HEAD, "model.fusion_encoder.", "model.fusion_projector.")
 # The LLM projections LoRA adapts in phase 3 (every layer, nowhere else).
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# As a PEFT `target_modules` regex: the short names alone would also match the towers' attention projections.
+LORA_TARGET_REGEX = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
 
 
@@ -24,30 +45,10 @@ class Phase:
 PHASES: dict[str, Phase] = {
     phase.name: phase
     for phase in (
-        Phase(
-            "1.1",
-            "audio alignment",
-            (
-                "model.audio_qformer.",
-                "model.audio_query_tokens",
-                "model.audio_position_embedding.",
-                "model.audio_projector.",
-            ),
-        ),
-        Phase(
-            "1.2",
-            "visual alignment",
-            (
-                "model.video_qformer.",
-                "model.video_query_tokens",
-                "model.video_position_embedding.",
-                "model.video_projector.",
-                "model.face_pooler.",
-                "model.face_projector.",
-            ),
-        ),
-        Phase("2", "fusion pre-training", (*(f"{a}." for a in ADAPTERS), "model.fusion_encoder.")),
-        Phase("3", "multitask instruction tuning", (*(f"{a}." for a in ADAPTERS), "model.fusion_encoder."), lora=True),
+        Phase("1.1", "audio alignment", AUDIO_HEAD),
+        Phase("1.2", "visual alignment", VISUAL_HEAD),
+        Phase("2", "fusion pre-training", HEADS),
+        Phase("3", "multitask instruction tuning", HEADS, lora=True),
     )
 }
 

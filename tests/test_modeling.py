@@ -256,4 +256,6 @@ def test_full_size_parameter_counts_on_meta_device():
         "fusion_encoder", "fusion_projector"))  # fmt: skip
     assert abs(heads - 50.8e6) / 50.8e6 < 0.01
     assert abs(info["phases"]["3"]["lora"] - 18.5e6) / 18.5e6 < 0.01
+    assert info["phases"]["2"]["trainable"] == heads
+    assert info["phases"]["3"]["trainable"] == heads + info["phases"]["3"]["lora"]
     assert info["tokens_per_clip"]["total"] == 69
