@@ -42,11 +42,12 @@ def write_clip(
             for packet in video_stream.encode():
                 container.mux(packet)
         if audio_stream is not None:
-            planar = np.repeat(np.asarray(audio, np.float32)[None, :], channels, axis=0)
+            # Interleaved samples: PyAV mishandles planar frames of 8 or more channels.
+            interleaved = np.repeat(np.asarray(audio, np.float32)[:, None], channels, axis=1)
             step = 1024
-            for offset in range(0, planar.shape[1], step):
-                chunk = np.ascontiguousarray(planar[:, offset : offset + step])
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio_stream.layout.name)
+            for offset in range(0, interleaved.shape[0], step):
+                chunk = np.ascontiguousarray(interleaved[offset : offset + step].reshape(1, -1))
+                frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout=audio_stream.layout.name)
                 frame.sample_rate = sampling_rate
                 for packet in audio_stream.encode(frame):
                     container.mux(packet)

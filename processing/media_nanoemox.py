@@ -107,8 +107,8 @@ def sample_indices(num_available: int, num_frames: int) -> np.ndarray:
 
 def decode_video(source, num_frames: int = 8, max_side: int = 1280) -> DecodedVideo | None:
     """
-    Samples `num_frames` RGB frames uniformly over a video file (path or bytes): frame `i` is the first frame at or
-    after `i / num_frames` of the duration; a clip with fewer frames gives all of them with the last repeated.
+    Samples `num_frames` RGB frames uniformly over a video file (path or bytes): frame `i` is the one on screen at
+    `i / num_frames` of the duration; a clip with fewer frames gives all of them with the last repeated.
 
     Returns `None` when the container has no video stream or the stream yields no frame (the caller proceeds with
     the other modalities). Raises [`MediaNotFoundError`] / [`MediaDecodeError`] for missing or undecodable input.
@@ -142,22 +142,30 @@ def decode_video(source, num_frames: int = 8, max_side: int = 1280) -> DecodedVi
 
 
 def _decode_at_times(container, stream, targets: list[float]) -> list:
-    """One forward pass keeping the first frame at or after each target time, seeking across long gaps; when the
-    stream ends early the last frame stands in for the remaining targets."""
-    picked, current = [], None
+    """
+    One forward pass keeping, for each target time, the frame on screen at that moment (the last one starting at or
+    before it), seeking across long gaps. When the stream ends early the last frame stands in for later targets.
+    """
+    picked, shown, pending = [], None, None
     frames = container.decode(stream)
     for target in targets:
-        if current is not None and current.time is not None and target - current.time > SEEK_GAP_SECONDS:
+        if shown is not None and shown.time is not None and target - shown.time > SEEK_GAP_SECONDS:
             container.seek(int(target / stream.time_base), stream=stream, backward=True, any_frame=False)
-            frames, current = container.decode(stream), None
-        while current is None or (current.time is not None and current.time + 1e-6 < target):
-            following = _next_frame(frames)
-            if following is None:
+            frames, shown, pending = container.decode(stream), None, None
+        while True:
+            frame = pending if pending is not None else _next_frame(frames)
+            pending = None
+            if frame is None:
                 break
-            current = following
-        if current is None:
+            if frame.time is not None and frame.time > target + 1e-6:
+                pending = frame  # belongs to a later target
+                break
+            shown = frame
+        if shown is None:
+            shown = pending  # the stream starts after the target (e.g. a first timestamp above zero)
+        if shown is None:
             break
-        picked.append(current)
+        picked.append(shown)
     return picked
 
 
@@ -277,7 +285,8 @@ def decode_audio(
 def _decode_audio_span(container, stream, start: float, end: float, target_rate: int) -> np.ndarray:
     if start > 0:
         container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
-    planar = av.AudioResampler(format="fltp")
+    # Interleaved float output: PyAV crashes converting planar frames of 8 or more channels to arrays.
+    interleaved = av.AudioResampler(format="flt")
     pieces, rate, first_time = [], None, None
     iterator = container.decode(stream)
     while True:
@@ -291,8 +300,9 @@ def _decode_audio_span(container, stream, start: float, end: float, target_rate:
         rate = frame.sample_rate
         if first_time is None:
             first_time = frame.time if frame.time is not None else 0.0
-        for converted in planar.resample(frame):
-            pieces.append(converted.to_ndarray())
+        for converted in interleaved.resample(frame):
+            channels = len(converted.layout.channels)
+            pieces.append(converted.to_ndarray().reshape(-1, channels).T)
         if frame.time is not None and frame.time > end:
             break
     if not pieces:

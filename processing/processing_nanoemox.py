@@ -16,6 +16,7 @@ For each sample the processor
 """
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +48,7 @@ MODALITY_LABELS = {"video": "Video", "face": "Face", "audio": "Audio", "fusion":
 # Audio files longer than this are read clip by clip (seeking) instead of whole.
 AUDIO_SEEK_THRESHOLD_SECONDS = 120.0
 IGNORE_INDEX = -100
+_DETECTORS = threading.local()
 
 
 @dataclass
@@ -137,7 +139,6 @@ class NanoEmoXProcessor(ProcessorMixin):
         super().__init__(
             image_processor, face_image_processor, feature_extractor, tokenizer, chat_template=chat_template
         )
-        self._detector: FaceDetector | None = None
         missing = [m for m in MODALITY_ORDER if not getattr(tokenizer, f"{m}_token", None)]
         if missing:
             raise ValueError(
@@ -185,12 +186,14 @@ class NanoEmoXProcessor(ProcessorMixin):
 
     @property
     def detector(self) -> FaceDetector:
-        if self._detector is None:
-            self._detector = build_face_detector(self.face_detector, **self._detector_kwargs())
-        return self._detector
-
-    def _detector_kwargs(self) -> dict:
-        return {"max_side": self.face_detection_max_side} if self.face_detector == "opencv-haar" else {}
+        """The face detector, built once per thread (detectors hold native state that is neither picklable nor
+        guaranteed thread-safe, and the processor itself must stay serialisable)."""
+        kwargs = {"max_side": self.face_detection_max_side} if self.face_detector == "opencv-haar" else {}
+        key = (self.face_detector, tuple(sorted(kwargs.items())))
+        cache = _DETECTORS.__dict__.setdefault("by_key", {})
+        if key not in cache:
+            cache[key] = build_face_detector(self.face_detector, **kwargs)
+        return cache[key]
 
     @property
     def model_input_names(self) -> list[str]:
