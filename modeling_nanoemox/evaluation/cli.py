@@ -1,0 +1,152 @@
+# Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
+"""`nanoemox eval score`: score a predictions file against a references file and print one JSON object.
+
+    nanoemox eval score --task ovmer --predictions P.jsonl --references R.jsonl --emotion-wheel DIR [--out DIR]
+
+stdout carries exactly one JSON object (metric name → value, then the metadata); logs go to stderr. Bad input
+gives one readable line on stderr and exit status 1.
+
+The console script wires this in with [`register`]; `python -m modeling_nanoemox.evaluation.cli eval score ...` runs
+it stand-alone through [`main`].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .backends import BackendError, build_backend
+from .emotion_wheel import LEVELS
+from .labels import MINTREC2_LABELS, MINTREC_LABELS
+from .parsing import read_jsonl
+from .reports import write_reports
+from .scoring import TASKS, flat_scores, score
+
+_LABEL_PRESETS = {"mintrec": MINTREC_LABELS, "mintrec2": MINTREC2_LABELS}
+
+
+def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, choices=TASKS, help="which task's metrics to compute")
+    parser.add_argument("--predictions", required=True, help='JSONL rows {"id": ..., "prediction": ...}')
+    parser.add_argument("--references", required=True, help='JSONL rows {"id": ..., "reference": ...}')
+    parser.add_argument(
+        "--emotion-wheel",
+        default=os.environ.get("NANOEMOX_EMOTION_WHEEL"),
+        help="folder with format.csv, synonym.xlsx, wheel1..5.xlsx (AffectGPT / MER-UniBench release); needed by "
+        "mer and ovmer (default: $NANOEMOX_EMOTION_WHEEL)",
+    )
+    parser.add_argument("--level", default="level1", choices=LEVELS, help="headline wheel level for mer / ovmer")
+    parser.add_argument("--out", help="also write scores.json, scores.md and plots into this folder")
+    parser.add_argument("--no-plots", action="store_true", help="with --out, skip the matplotlib plots")
+    parser.add_argument(
+        "--labels",
+        help="mir: the full label set, 'mintrec', 'mintrec2' or a comma-separated list (default: the gold labels)",
+    )
+    parser.add_argument(
+        "--extractor",
+        default="lexicon",
+        choices=("lexicon", "openai", "transformers"),
+        help="free text → emotion labels for mer / ovmer: the offline emotion-wheel lexicon (default) or an LLM",
+    )
+    parser.add_argument("--extractor-model", help="LLM for --extractor openai|transformers (name, folder or hub id)")
+    parser.add_argument("--extractor-base-url", help="OpenAI-compatible API root for --extractor openai")
+    parser.add_argument("--judge", choices=("openai", "transformers"), help="LLM judge backend (required for eri)")
+    parser.add_argument("--judge-model", help="judge model (name, folder or hub id)")
+    parser.add_argument("--judge-base-url", help="OpenAI-compatible API root for --judge openai")
+    parser.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key of OpenAI-compatible backends (default: OPENAI_API_KEY)",
+    )
+
+
+def register(subparsers) -> argparse._SubParsersAction:
+    """Add the `eval` command (with its `score` sub-command) to an argparse `subparsers` object.
+
+    Returns the `eval` command's own subparsers, so that further sub-commands (`eval run`) can be added there.
+    Each sub-command sets `func`, a callable `func(args) -> int` returning the exit status.
+    """
+    eval_parser = subparsers.add_parser(
+        "eval",
+        help="evaluate predictions with benchmark-compatible metrics",
+        description="Evaluate Nano-EmoX predictions on the six tasks (DESIGN §5).",
+    )
+    commands = eval_parser.add_subparsers(dest="eval_command", metavar="COMMAND")
+    commands.required = True
+    score_parser = commands.add_parser(
+        "score",
+        help="score a predictions file against a references file",
+        description="Score predictions against references; prints one JSON object of metric name → value.",
+    )
+    _add_score_arguments(score_parser)
+    score_parser.set_defaults(func=run_score)
+    return commands
+
+
+def _labels(value: str | None):
+    if not value:
+        return None
+    return _LABEL_PRESETS.get(value.lower()) or [label.strip() for label in value.split(",") if label.strip()]
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """The `eval score` command: exit status 0 on success, 1 on bad input (one line on stderr)."""
+    try:
+        predictions = read_jsonl(args.predictions)
+        references = read_jsonl(args.references)
+        extractor = None
+        if args.extractor != "lexicon" and args.task in ("mer", "ovmer"):
+            extractor = build_backend(
+                args.extractor,
+                model=args.extractor_model,
+                base_url=args.extractor_base_url,
+                api_key_env=args.api_key_env,
+            )
+        judge = None
+        if args.task == "eri":
+            if not args.judge:
+                raise ValueError("task eri needs an LLM judge: --judge openai|transformers --judge-model NAME")
+            judge = build_backend(
+                args.judge, model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env
+            )
+        result = score(
+            args.task,
+            predictions,
+            references,
+            emotion_wheel=args.emotion_wheel,
+            level=args.level,
+            extractor=extractor,
+            judge=judge,
+            labels=_labels(args.labels),
+        )
+        line = json.dumps(flat_scores(result), ensure_ascii=False, allow_nan=False)
+        if args.out:
+            write_reports(args.out, args.task, result, plots=not args.no_plots)
+    except (ValueError, TypeError, OSError, ImportError, BackendError) as error:
+        message = " ".join(str(error).split())
+        sys.stderr.write(f"nanoemox eval score: error: {message}\n")
+        return 1
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone `nanoemox`-style parser holding only the `eval` command."""
+    parser = argparse.ArgumentParser(prog="nanoemox", description="Nano-EmoX command line.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `eval ...` from `argv` (default `sys.argv[1:]`); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
