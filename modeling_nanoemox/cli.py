@@ -4,6 +4,8 @@
     nanoemox info [--size tiny|full] [--json]
     nanoemox create-tiny OUT_DIR [--seed N]
     nanoemox predict --model DIR_OR_HUB_ID --video F [--audio F] [--text S] [--history JSON] --task T [--json]
+    nanoemox eval run --model DIR --data MANIFEST --task T --out RUN_DIR [--batch-size N]
+    nanoemox eval score --task T --predictions P.jsonl --references R.jsonl [--emotion-wheel DIR] [--out DIR]
 
 Errors print one readable line on stderr and exit with status 1 (2 for bad arguments); never a traceback.
 """
@@ -57,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
+    from .evaluation.cli import register as register_eval
     from .predict import register as register_predict
 
-    return [register_predict]
+    return [register_predict, register_eval]
 
 
 def main(argv: list[str] | None = None) -> int:

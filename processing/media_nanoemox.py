@@ -227,6 +227,32 @@ def frames_from_array(frames, max_side: int = 1280) -> DecodedVideo:
     return DecodedVideo(np.stack(arrays), width / arrays[0].shape[1], (height, width), np.full(len(arrays), math.nan))
 
 
+IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".webp")
+
+
+def load_face_crops(source) -> np.ndarray:
+    """
+    Face crops made beforehand (e.g. OpenFace's aligned faces): a folder of images (sorted by name, one per frame),
+    a `.npy` array `(num_frames, H, W, 3)`, or an array / list of images. Returns `(num_frames, H, W, 3)` uint8.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            from PIL import Image
+
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise MediaError(f"{path}: no face images ({', '.join(IMAGE_SUFFIXES)}) in the folder.")
+            source = [np.asarray(Image.open(file).convert("RGB")) for file in files]
+        elif path.suffix == ".npy" and path.is_file():
+            source = np.load(path, allow_pickle=False)
+        elif not path.exists():
+            raise MediaNotFoundError(f"{path}: no such face folder or file.")
+        else:
+            raise MediaError(f"{path}: face crops must be a folder of images or a .npy array.")
+    return frames_from_array(source, max_side=10**6).frames
+
+
 def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
     return video_frame.to_ndarray(format="rgb24", width=width, height=height)

@@ -35,6 +35,7 @@ from .media_nanoemox import (
     decode_audio,
     decode_video,
     frames_from_array,
+    load_face_crops,
     resample_mono,
     sample_indices,
     split_clips,
@@ -245,14 +246,18 @@ class NanoEmoXProcessor(ProcessorMixin):
             )
         return split_clips(waveform, target_rate, self.num_audio_clips, self.audio_clip_seconds)
 
-    def _prepare_faces(self, decoded: DecodedVideo, supplied_faces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _prepare_faces(
+        self, decoded: DecodedVideo | None, supplied_faces
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Face crops → `(pixel_values (T, 3, S, S), boxes (T, 4) in original pixels, detected (T,))`."""
+        import cv2
+
         size = self.face_image_processor.size["height"]
         if supplied_faces is not None:
-            crops = frames_from_array(supplied_faces, max_side=10**6).frames
+            crops = load_face_crops(supplied_faces)
             crops = crops[sample_indices(len(crops), self.num_frames)]
-            import cv2
-
             crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+            # The caller cropped: the boxes cover the whole frame (or crop) since where the face was is unknown.
             height, width = decoded.original_size if decoded is not None else crops.shape[1:3]
             boxes = np.tile(np.array([0, 0, width, height], np.float32), (self.num_frames, 1))
             detected = np.ones(self.num_frames, dtype=bool)
@@ -281,6 +286,8 @@ class NanoEmoXProcessor(ProcessorMixin):
         decoded = self._load_video(video) if video is not None else None
         if video is not None and decoded is None:
             sample.notes.append("the video has no decodable frames; continuing without video")
+        if decoded is None and faces is not None and use_faces:
+            sample.faces, sample.face_boxes, sample.face_detected = self._prepare_faces(None, faces)
         if decoded is not None:
             sample.video = self._prepare_frames(decoded)
             if use_faces:

@@ -376,3 +376,26 @@ def test_distinct_n_per_response_and_corpus():
     assert one["corpus"] == pytest.approx(2 / 5)
     two = distinct_n(responses, 2)
     assert two["per_response"] == pytest.approx(1.0) and two["corpus"] == pytest.approx(2 / 3)
+
+
+def test_mer_closed_set_accuracy_needs_no_wheel():
+    from modeling_nanoemox.evaluation import score
+
+    predictions = [
+        {"id": "a", "prediction": "The most likely label is happy."},
+        {"id": "b", "prediction": "sad"},
+        {"id": "c", "prediction": "The most likely label is angry."},
+        {"id": "d", "prediction": "I cannot tell."},
+    ]
+    references = [{"id": i, "reference": r} for i, r in zip("abcd", ["happy", "sad", "worried", "neutral"])]
+    result = score("mer", predictions, references)
+    assert result["metrics"]["accuracy"] == pytest.approx(0.5)
+    assert "hit_rate" not in result["metrics"]
+    assert result["meta"]["closed_set_n_pred_out_of_set"] == 2  # "angry" is not a gold label here, nor "I cannot tell"
+
+
+def test_erg_reads_the_speaker_emotion_of_our_chain_of_empathy():
+    from modeling_nanoemox.evaluation.scoring import extract_speaker_emotion
+
+    answer = "<think>1. Event scenario: lost keys. 2. Speaker emotion: frustrated. 3. Emotion cause: x. 4. Goal: y.</think> Oh no."
+    assert extract_speaker_emotion(answer) == "frustrated"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modeling_nanoemox.evaluation import score, write_reports
-from modeling_nanoemox.evaluation.cli import main, register
+from modeling_nanoemox.evaluation.cli import main, register, run_score
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 WHEEL_DIR = SHARED_DATA / "emotion_wheel"
@@ -87,7 +87,7 @@ def test_cli_bad_input_is_one_line_on_stderr(tmp_path, capsys, monkeypatch, setu
     if setup == "missing_ids":
         references.append({"id": "s3", "reference": "angry"})
     if setup == "no_wheel":
-        extra = []
+        task, extra = "ovmer", []
     if setup == "eri_no_judge":
         task = "eri"
     p = write_jsonl(tmp_path / "p.jsonl", predictions)
@@ -120,11 +120,11 @@ def test_cli_mir_with_label_preset(tmp_path, capsys):
 def test_register_adds_eval_to_an_existing_parser():
     parser = argparse.ArgumentParser(prog="nanoemox")
     subparsers = parser.add_subparsers(dest="command")
-    eval_commands = register(subparsers)
-    eval_commands.add_parser("run")  # where the lead's `eval run` goes
+    register(subparsers)
     args = parser.parse_args(["eval", "score", "--task", "msa", "--predictions", "p", "--references", "r"])
-    assert args.command == "eval" and args.eval_command == "score" and callable(args.func)
-    assert parser.parse_args(["eval", "run"]).eval_command == "run"
+    assert args.command == "eval" and args.eval_command == "score" and args.handler is run_score
+    args = parser.parse_args(["eval", "run", "--model", "m", "--data", "d", "--task", "mer", "--out", "o"])
+    assert args.eval_command == "run" and args.batch_size == 4
 
 
 def test_reports_for_closed_set_tasks(tmp_path):

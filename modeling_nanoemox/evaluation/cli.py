@@ -1,10 +1,11 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
-"""`nanoemox eval score`: score a predictions file against a references file and print one JSON object.
+"""`nanoemox eval`: generate with a model and score, or score existing predictions; prints one JSON object.
 
+    nanoemox eval run --model DIR --data MANIFEST --task T --out RUN_DIR [--batch-size N]
     nanoemox eval score --task ovmer --predictions P.jsonl --references R.jsonl --emotion-wheel DIR [--out DIR]
 
-stdout carries exactly one JSON object (metric name → value, then the metadata); logs go to stderr. Bad input
-gives one readable line on stderr and exit status 1.
+stdout carries exactly one JSON object (metric name → value, then the metadata); logs and the progress bar go to
+stderr. Bad input gives one readable line on stderr and exit status 1.
 
 The console script wires this in with [`register`]; `python -m modeling_nanoemox.evaluation.cli eval score ...` runs
 it stand-alone through [`main`].
@@ -31,6 +32,27 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=TASKS, help="which task's metrics to compute")
     parser.add_argument("--predictions", required=True, help='JSONL rows {"id": ..., "prediction": ...}')
     parser.add_argument("--references", required=True, help='JSONL rows {"id": ..., "reference": ...}')
+    parser.add_argument("--out", help="also write scores.json, scores.md and plots into this folder")
+    _add_metric_arguments(parser)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Nano-EmoX folder or Hub id")
+    parser.add_argument("--data", required=True, help="manifest (JSONL or a `datasets` folder) with references")
+    parser.add_argument("--task", required=True, choices=TASKS, help="which task to generate and score")
+    parser.add_argument("--out", required=True, help="run folder: predictions.jsonl, scores.json, scores.md, plots")
+    parser.add_argument("--batch-size", type=int, default=4, help="samples per generate() call")
+    parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: per task)")
+    parser.add_argument("--media-root", help="folder relative media paths start from (default: the manifest's)")
+    parser.add_argument(
+        "--on-missing", choices=("error", "skip"), default="error", help="samples whose media files are missing"
+    )
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    _add_metric_arguments(parser)
+
+
+def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--emotion-wheel",
         default=os.environ.get("NANOEMOX_EMOTION_WHEEL"),
@@ -38,8 +60,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
         "mer and ovmer (default: $NANOEMOX_EMOTION_WHEEL)",
     )
     parser.add_argument("--level", default="level1", choices=LEVELS, help="headline wheel level for mer / ovmer")
-    parser.add_argument("--out", help="also write scores.json, scores.md and plots into this folder")
-    parser.add_argument("--no-plots", action="store_true", help="with --out, skip the matplotlib plots")
+    parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
     parser.add_argument(
         "--labels",
         help="mir: the full label set, 'mintrec', 'mintrec2' or a comma-separated list (default: the gold labels)",
@@ -65,8 +86,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
 def register(subparsers) -> argparse._SubParsersAction:
     """Add the `eval` command (with its `score` sub-command) to an argparse `subparsers` object.
 
-    Returns the `eval` command's own subparsers, so that further sub-commands (`eval run`) can be added there.
-    Each sub-command sets `func`, a callable `func(args) -> int` returning the exit status.
+    Each sub-command sets `handler`, a callable `handler(args) -> int` returning the exit status.
     """
     eval_parser = subparsers.add_parser(
         "eval",
@@ -81,7 +101,14 @@ def register(subparsers) -> argparse._SubParsersAction:
         description="Score predictions against references; prints one JSON object of metric name → value.",
     )
     _add_score_arguments(score_parser)
-    score_parser.set_defaults(func=run_score)
+    score_parser.set_defaults(handler=run_score)
+    run_parser = commands.add_parser(
+        "run",
+        help="generate answers for a manifest with a model, then score them",
+        description="Deterministic generation (greedy, one fixed prompt per task), resumable, then scoring.",
+    )
+    _add_run_arguments(run_parser)
+    run_parser.set_defaults(handler=run_generate_and_score)
     return commands
 
 
@@ -91,45 +118,67 @@ def _labels(value: str | None):
     return _LABEL_PRESETS.get(value.lower()) or [label.strip() for label in value.split(",") if label.strip()]
 
 
+def _scoring_kwargs(args: argparse.Namespace) -> dict:
+    extractor = None
+    if args.extractor != "lexicon" and args.task in ("mer", "ovmer"):
+        extractor = build_backend(
+            args.extractor, model=args.extractor_model, base_url=args.extractor_base_url, api_key_env=args.api_key_env
+        )
+    judge = None
+    if args.task == "eri":
+        if not args.judge:
+            raise ValueError("task eri needs an LLM judge: --judge openai|transformers --judge-model NAME")
+        judge = build_backend(
+            args.judge, model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env
+        )
+    kwargs = {"emotion_wheel": args.emotion_wheel, "level": args.level, "extractor": extractor, "judge": judge}
+    if args.labels:
+        kwargs["labels"] = _labels(args.labels)
+    return kwargs
+
+
+def _print_scores(result: dict) -> None:
+    sys.stdout.write(json.dumps(flat_scores(result), ensure_ascii=False, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
 def run_score(args: argparse.Namespace) -> int:
     """The `eval score` command: exit status 0 on success, 1 on bad input (one line on stderr)."""
     try:
         predictions = read_jsonl(args.predictions)
         references = read_jsonl(args.references)
-        extractor = None
-        if args.extractor != "lexicon" and args.task in ("mer", "ovmer"):
-            extractor = build_backend(
-                args.extractor,
-                model=args.extractor_model,
-                base_url=args.extractor_base_url,
-                api_key_env=args.api_key_env,
-            )
-        judge = None
-        if args.task == "eri":
-            if not args.judge:
-                raise ValueError("task eri needs an LLM judge: --judge openai|transformers --judge-model NAME")
-            judge = build_backend(
-                args.judge, model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.api_key_env
-            )
-        result = score(
-            args.task,
-            predictions,
-            references,
-            emotion_wheel=args.emotion_wheel,
-            level=args.level,
-            extractor=extractor,
-            judge=judge,
-            labels=_labels(args.labels),
-        )
-        line = json.dumps(flat_scores(result), ensure_ascii=False, allow_nan=False)
+        result = score(args.task, predictions, references, **_scoring_kwargs(args))
         if args.out:
             write_reports(args.out, args.task, result, plots=not args.no_plots)
     except (ValueError, TypeError, OSError, ImportError, BackendError) as error:
         message = " ".join(str(error).split())
         sys.stderr.write(f"nanoemox eval score: error: {message}\n")
         return 1
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    _print_scores(result)
+    return 0
+
+
+def run_generate_and_score(args: argparse.Namespace) -> int:
+    """The `eval run` command (errors reach the console script's handler, which prints one line)."""
+    from ..predict import load
+    from .run import run_evaluation
+
+    scoring = _scoring_kwargs(args)  # fail on a missing judge before loading the model
+    model, processor = load(args.model, args.device, args.dtype)
+    result = run_evaluation(
+        model,
+        processor,
+        args.data,
+        args.task,
+        args.out,
+        media_root=args.media_root,
+        on_missing=args.on_missing,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        score_kwargs=scoring,
+        plots=not args.no_plots,
+    )
+    _print_scores(result)
     return 0
 
 
@@ -145,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run `eval ...` from `argv` (default `sys.argv[1:]`); returns the exit status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

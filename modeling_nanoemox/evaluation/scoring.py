@@ -29,7 +29,8 @@ OV-MER paper and the authors' `ew_metric.py`:
 Every F here is 2PR/(P+R) of the sample-mean P and R of one grouping; averaged F's are means of those F's. A
 grouping in which no sample has a mappable gold label is `None` and left out of the means.
 
-**MER**: `hit_rate` — per level-1 wheel, the share of samples whose gold cluster is among the predicted clusters
+**MER**: closed-set `accuracy`, `weighted_f1` and `macro_f1` (MER2023's metrics; the answer is matched to a label as
+for MIR, so "The most likely label is happy." counts as "happy"), always; with the emotion wheel also `hit_rate` — per level-1 wheel, the share of samples whose gold cluster is among the predicted clusters
 (gold unmappable there, e.g. "neutral", is skipped and counted in `n_skipped_wheel{k}`); mean over the five wheels.
 
 **MSA**: gold valence 0 is dropped (`n_dropped_zero_valence`); gold positive = valence > 0; a prediction is
@@ -145,20 +146,32 @@ def score_ovmer(predictions, references, *, emotion_wheel, level: str = "level1"
     return {"metrics": metrics, "meta": meta, "details": {"groupings": table}}
 
 
-def score_mer(predictions, references, *, emotion_wheel, level: str = "level1", extractor=None) -> dict:
-    """MER hit rate over the five wheels (level 1 unless asked otherwise)."""
-    wheel = _require_wheel(emotion_wheel, "mer")
-    gold, pred, meta = _label_inputs(predictions, references, wheel, extractor)
+def score_mer(
+    predictions, references, *, emotion_wheel=None, level: str = "level1", extractor=None, labels=None
+) -> dict:
+    """MER: closed-set `accuracy` / `weighted_f1` / `macro_f1` (MER2023's metrics, always) and, with the emotion
+    wheel, the hit rate over the five wheels (MER-UniBench's metric; level 1 unless asked otherwise)."""
+    gold_labels = [r[0] if isinstance(r, (list, tuple)) and len(r) == 1 else r for r in references]
+    closed = score_mir(predictions, gold_labels, labels=labels)
+    metrics = {key: closed["metrics"][key] for key in ("accuracy", "weighted_f1", "macro_f1")}
+    meta = {f"closed_set_{key}": value for key, value in closed["meta"].items()}
+    details = {"confusion": closed["details"]["confusion"]}
+    if emotion_wheel is None:
+        meta["hit_rate"] = "not computed: no emotion-wheel folder given"
+        return {"metrics": metrics, "meta": meta, "details": details}
+    wheel = load_emotion_wheel(emotion_wheel)
+    gold, pred, label_meta = _label_inputs(predictions, references, wheel, extractor)
+    meta.update(label_meta)
     groupings = [f"{w}_{level}" for w in WHEELS]
     table = emotion_wheel_hit_rate(gold, pred, wheel, groupings)
-    metrics = {"hit_rate": _mean(table[g]["hit_rate"] for g in groupings)}
+    metrics["hit_rate"] = _mean(table[g]["hit_rate"] for g in groupings)
     for w in WHEELS:
         metrics[f"{w}_hit_rate"] = table[f"{w}_{level}"]["hit_rate"]
     meta["level"] = level
     meta["n_skipped"] = sum(1 for labels in gold if not any(wheel.map_words(labels, w, level) for w in WHEELS))
     for w in WHEELS:
         meta[f"n_skipped_{w}"] = table[f"{w}_{level}"]["n_skipped"]
-    return {"metrics": metrics, "meta": meta, "details": {"groupings": table}}
+    return {"metrics": metrics, "meta": meta, "details": {**details, "groupings": table}}
 
 
 _SENTIMENT = re.compile(r"\b(positive|negative|neutral)\b")
@@ -273,7 +286,8 @@ def score_mir(predictions, references, *, labels: Sequence[str] | None = None) -
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_SPEAKER_EMOTION = re.compile(r"emotion of the speaker is\s*:?\s*([a-z][a-z-]*)")
+# "the emotion of the speaker is X" (the authors' targets) or "Speaker emotion: X" (our chain-of-empathy format).
+_SPEAKER_EMOTION = re.compile(r"(?:emotion of the speaker is|speaker(?:'s)? emotion(?: is)?)\s*:?\s*([a-z][a-z-]*)")
 _EMOTION_WORDS = sorted(COARSE_CLASS, key=len, reverse=True)
 _EMOTION_WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w in _EMOTION_WORDS) + r")\b")
 
@@ -455,7 +469,7 @@ def score(
     if task == "ovmer":
         result = score_ovmer(preds, refs, emotion_wheel=emotion_wheel, level=level, extractor=extractor)
     elif task == "mer":
-        result = score_mer(preds, refs, emotion_wheel=emotion_wheel, level=level, extractor=extractor)
+        result = score_mer(preds, refs, emotion_wheel=emotion_wheel, level=level, extractor=extractor, labels=labels)
     elif task == "msa":
         result = score_msa(preds, refs)
     elif task == "mir":
