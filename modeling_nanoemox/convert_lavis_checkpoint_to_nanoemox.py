@@ -9,24 +9,25 @@ cannot stand alone, so it is overlaid onto a complete Nano-EmoX folder (`--base_
 
 Key mapping (authors' name → ours; `{v}` is `video` or `audio`):
 
-    {v}_Qformer.bert.embeddings.LayerNorm.*                      model.{v}_qformer.layernorm.*
-    {v}_Qformer.bert.encoder.layer.{i}.attention.self.{q,k,v}.*  model.{v}_qformer.encoder.layer.{i}.attention.attention.{q,k,v}.*
-    {v}_Qformer.bert.encoder.layer.{i}.attention.output.*        model.{v}_qformer.encoder.layer.{i}.attention.output.*
-    {v}_Qformer.bert.encoder.layer.{i}.crossattention.self.*     model.{v}_qformer.encoder.layer.{i}.crossattention.attention.*
-    {v}_Qformer.bert.encoder.layer.{i}.crossattention.output.*   model.{v}_qformer.encoder.layer.{i}.crossattention.output.*
-    {v}_Qformer.bert.encoder.layer.{i}.intermediate_query.*      model.{v}_qformer.encoder.layer.{i}.intermediate_query.*
-    {v}_Qformer.bert.encoder.layer.{i}.output_query.*            model.{v}_qformer.encoder.layer.{i}.output_query.*
-    {v}_query_tokens                                             model.{v}_query_tokens
-    video_frame_position_embedding.weight                        model.video_position_embedding.weight
-    audio_position_embedding.weight                              model.audio_position_embedding.weight
-    video_proj.* / audio_llama_proj.* / multi_llama_proj.*       model.video_projector.* / audio_projector.* / fusion_projector.*
+    {v}_Qformer.bert.embeddings.LayerNorm.*                      model.{v}_head.qformer.layernorm.*
+    {v}_Qformer.bert.encoder.layer.{i}.attention.self.{q,k,v}.*  model.{v}_head.qformer.encoder.layer.{i}.attention.attention.{q,k,v}.*
+    {v}_Qformer.bert.encoder.layer.{i}.attention.output.*        model.{v}_head.qformer.encoder.layer.{i}.attention.output.*
+    {v}_Qformer.bert.encoder.layer.{i}.crossattention.self.*     model.{v}_head.qformer.encoder.layer.{i}.crossattention.attention.*
+    {v}_Qformer.bert.encoder.layer.{i}.crossattention.output.*   model.{v}_head.qformer.encoder.layer.{i}.crossattention.output.*
+    {v}_Qformer.bert.encoder.layer.{i}.intermediate_query.*      model.{v}_head.qformer.encoder.layer.{i}.intermediate_query.*
+    {v}_Qformer.bert.encoder.layer.{i}.output_query.*            model.{v}_head.qformer.encoder.layer.{i}.output_query.*
+    {v}_query_tokens                                             model.{v}_head.query_tokens
+    video_frame_position_embedding.weight                        model.video_head.position_embedding.weight
+    audio_position_embedding.weight                              model.audio_head.position_embedding.weight
+    video_proj.* / audio_llama_proj.*                            model.video_head.projector.* / model.audio_head.projector.*
+    multi_llama_proj.*                                           model.fusion_projector.*
     multi_multiscale_fusion.audio_proj.* / visual_proj.*         model.fusion_encoder.audio_projection.* / video_projection.*
     multi_multiscale_fusion.cross_attns.{i}.*                    model.fusion_encoder.experts.{i}.cross_attention.*
     multi_multiscale_fusion.ffns.{i}.{0,1,4}.*                   model.fusion_encoder.experts.{i}.{norm,fc1,fc2}.*
     multi_multiscale_fusion.gate_mlp.{0,3}.*                     model.fusion_encoder.gate.{0,3}.*
-    facial_encoder.query                                         model.face_pooler.queries
-    facial_encoder.attn.*                                        model.face_pooler.attention.*
-    facial_encoder.face_proj.{0,3}.*                             model.face_projector.{linear_1,linear_2}.*
+    facial_encoder.query                                         model.face_head.queries
+    facial_encoder.attn.*                                        model.face_head.attention.*
+    facial_encoder.face_proj.{0,3}.*                             model.face_head.projector.{linear_1,linear_2}.*
     llama_model.base_model.model.model.layers.{i}.{self_attn,mlp}.{q,k,v,o,gate,up,down}_proj.lora_{A,B}.default.weight
                                                                  LoRA of model.language_model.layers.{i}.{self_attn,mlp}.*_proj
 
@@ -36,14 +37,15 @@ are dropped through the commented list `DROPPED_KEYS` / `FROZEN_TOWER_PREFIXES`.
 Phases (`--phase`). The set of our modules a checkpoint must provide is derived from the `frozen_*` flags of the
 authors' `configs/phase1_1.yaml`, `phase1_2.yaml`, `phase2.yaml`, `phase3.yaml` (`AUTHORS_PHASE_FLAGS`, `FLAG_MODULES`):
 
-    1.1  audio_qformer, audio_query_tokens, audio_position_embedding, audio_projector
-    1.2  video_qformer, video_query_tokens, video_position_embedding, video_projector, face_pooler, face_projector
+    1.1  audio_head (Q-Former, queries, position embeddings, adapter)
+    1.2  video_head (same parts), face_head (queries, attention, adapter)
     2    all of 1.1 and 1.2, fusion_encoder, fusion_projector
     3    all of 2, and LoRA on q/k/v/o/gate/up/down of every language-model layer
 
 Missing = expected − provided, unexpected = provided − (mapped ∪ dropped); either is an error, as is a shape that
 differs from the base model. A key that maps onto one of our modules that the phase does not train (the authors never
-freeze their face pooler, so a phase-1.1 checkpoint carries an untouched copy of it) is reported and NOT overlaid, so
+freeze their face pooler, so a phase-1.1 checkpoint carries an untouched copy of it: our face head's queries and
+attention) is reported and NOT overlaid, so
 converting phases in any order never overwrites trained weights with untrained ones. When the checkpoint's `config`
 carries the authors' flags, they must describe the requested phase.
 
@@ -134,13 +136,13 @@ AUTHORS_PHASE_FLAGS = {
 }
 # Our modules each flag unfreezes (module names under `NanoEmoXForConditionalGeneration.model`).
 FLAG_MODULES = {
-    "frozen_audio_Qformer": ("audio_qformer", "audio_query_tokens", "audio_position_embedding"),
-    "frozen_audio_proj": ("audio_projector",),
-    "frozen_video_Qformer": ("video_qformer", "video_query_tokens", "video_position_embedding"),
-    "frozen_video_proj": ("video_projector",),
+    "frozen_audio_Qformer": ("audio_head.qformer", "audio_head.query_tokens", "audio_head.position_embedding"),
+    "frozen_audio_proj": ("audio_head.projector",),
+    "frozen_video_Qformer": ("video_head.qformer", "video_head.query_tokens", "video_head.position_embedding"),
+    "frozen_video_proj": ("video_head.projector",),
     # The authors never freeze the face pooler (query + attention); it only gets gradients when faces are in the data,
     # which is exactly in the phases that train the face adapter, so it goes with `frozen_facial_llama_proj`.
-    "frozen_facial_llama_proj": ("face_projector", "face_pooler"),
+    "frozen_facial_llama_proj": ("face_head.projector", "face_head.queries", "face_head.attention"),
     "frozen_multi_multiscale": ("fusion_encoder",),
     "frozen_multi_llama_proj": ("fusion_projector",),
     # With `frozen_llm: False` only the LoRA tensors train (the authors freeze the base LLM before adding LoRA).
@@ -148,16 +150,17 @@ FLAG_MODULES = {
 }
 # Where the authors keep each of our modules, to point at what a missing key should have been called.
 AUTHORS_PREFIXES = {
-    "audio_qformer": "audio_Qformer.bert.",
-    "audio_query_tokens": "audio_query_tokens",
-    "audio_position_embedding": "audio_position_embedding.",
-    "audio_projector": "audio_llama_proj.",
-    "video_qformer": "video_Qformer.bert.",
-    "video_query_tokens": "video_query_tokens",
-    "video_position_embedding": "video_frame_position_embedding.",
-    "video_projector": "video_proj.",
-    "face_pooler": "facial_encoder.{query,attn}",
-    "face_projector": "facial_encoder.face_proj.",
+    "audio_head.qformer": "audio_Qformer.bert.",
+    "audio_head.query_tokens": "audio_query_tokens",
+    "audio_head.position_embedding": "audio_position_embedding.",
+    "audio_head.projector": "audio_llama_proj.",
+    "video_head.qformer": "video_Qformer.bert.",
+    "video_head.query_tokens": "video_query_tokens",
+    "video_head.position_embedding": "video_frame_position_embedding.",
+    "video_head.projector": "video_proj.",
+    "face_head.queries": "facial_encoder.query",
+    "face_head.attention": "facial_encoder.attn.",
+    "face_head.projector": "facial_encoder.face_proj.",
     "fusion_encoder": "multi_multiscale_fusion.",
     "fusion_projector": "multi_llama_proj.",
     LORA: "llama_model.base_model.model.model.layers.",
@@ -174,28 +177,28 @@ PHASE_MODULES = {phase: trainable_modules(flags) for phase, flags in AUTHORS_PHA
 _W = r"(weight|bias)"
 # (authors' key pattern, our key template); patterns are matched in full.
 KEY_RULES = [
-    (rf"(video|audio)_Qformer\.bert\.embeddings\.LayerNorm\.{_W}", r"model.\1_qformer.layernorm.\2"),
+    (rf"(video|audio)_Qformer\.bert\.embeddings\.LayerNorm\.{_W}", r"model.\1_head.qformer.layernorm.\2"),
     (
         rf"(video|audio)_Qformer\.bert\.encoder\.layer\.(\d+)\.(attention|crossattention)\.self\.(query|key|value)\.{_W}",
-        r"model.\1_qformer.encoder.layer.\2.\3.attention.\4.\5",
+        r"model.\1_head.qformer.encoder.layer.\2.\3.attention.\4.\5",
     ),
     (
         rf"(video|audio)_Qformer\.bert\.encoder\.layer\.(\d+)\.(attention|crossattention)\.output\.(dense|LayerNorm)\.{_W}",
-        r"model.\1_qformer.encoder.layer.\2.\3.output.\4.\5",
+        r"model.\1_head.qformer.encoder.layer.\2.\3.output.\4.\5",
     ),
     (
         rf"(video|audio)_Qformer\.bert\.encoder\.layer\.(\d+)\.intermediate_query\.dense\.{_W}",
-        r"model.\1_qformer.encoder.layer.\2.intermediate_query.dense.\3",
+        r"model.\1_head.qformer.encoder.layer.\2.intermediate_query.dense.\3",
     ),
     (
         rf"(video|audio)_Qformer\.bert\.encoder\.layer\.(\d+)\.output_query\.(dense|LayerNorm)\.{_W}",
-        r"model.\1_qformer.encoder.layer.\2.output_query.\3.\4",
+        r"model.\1_head.qformer.encoder.layer.\2.output_query.\3.\4",
     ),
-    (r"(video|audio)_query_tokens", r"model.\1_query_tokens"),
-    (r"video_frame_position_embedding\.weight", r"model.video_position_embedding.weight"),
-    (r"audio_position_embedding\.weight", r"model.audio_position_embedding.weight"),
-    (rf"video_proj\.{_W}", r"model.video_projector.\1"),
-    (rf"audio_llama_proj\.{_W}", r"model.audio_projector.\1"),
+    (r"(video|audio)_query_tokens", r"model.\1_head.query_tokens"),
+    (r"video_frame_position_embedding\.weight", r"model.video_head.position_embedding.weight"),
+    (r"audio_position_embedding\.weight", r"model.audio_head.position_embedding.weight"),
+    (rf"video_proj\.{_W}", r"model.video_head.projector.\1"),
+    (rf"audio_llama_proj\.{_W}", r"model.audio_head.projector.\1"),
     (rf"multi_llama_proj\.{_W}", r"model.fusion_projector.\1"),
     (rf"multi_multiscale_fusion\.audio_proj\.{_W}", r"model.fusion_encoder.audio_projection.\1"),
     (rf"multi_multiscale_fusion\.visual_proj\.{_W}", r"model.fusion_encoder.video_projection.\1"),
@@ -209,14 +212,14 @@ KEY_RULES = [
     (rf"multi_multiscale_fusion\.ffns\.(\d+)\.4\.{_W}", r"model.fusion_encoder.experts.\1.fc2.\2"),
     # gate_mlp = Sequential(Linear, GELU, Dropout, Linear, Softmax); our gate applies the softmax outside.
     (rf"multi_multiscale_fusion\.gate_mlp\.(0|3)\.{_W}", r"model.fusion_encoder.gate.\1.\2"),
-    (r"facial_encoder\.query", r"model.face_pooler.queries"),
+    (r"facial_encoder\.query", r"model.face_head.queries"),
     (
         r"facial_encoder\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)",
-        r"model.face_pooler.attention.\1",
+        r"model.face_head.attention.\1",
     ),
     # face_proj = Sequential(Linear, GELU, Dropout, Linear)
-    (rf"facial_encoder\.face_proj\.0\.{_W}", r"model.face_projector.linear_1.\1"),
-    (rf"facial_encoder\.face_proj\.3\.{_W}", r"model.face_projector.linear_2.\1"),
+    (rf"facial_encoder\.face_proj\.0\.{_W}", r"model.face_head.projector.linear_1.\1"),
+    (rf"facial_encoder\.face_proj\.3\.{_W}", r"model.face_head.projector.linear_2.\1"),
 ]
 KEY_RULES = [(re.compile(pattern), template) for pattern, template in KEY_RULES]
 # PEFT wraps the causal LM as base_model.model, whose decoder is `.model`; the authors' adapter is named "default".
@@ -267,8 +270,15 @@ def map_authors_key(key: str) -> tuple[str, str | None]:
     return "unknown", None
 
 
+HEADS_WITH_PARTS = ("video_head", "audio_head", "face_head")
+
+
 def _module_of(our_key: str) -> str:
-    return LORA if ".lora_" in our_key else our_key.split(".")[1]
+    """The unit the authors freeze separately: `video_head.qformer`, `fusion_encoder`, the LoRA tensors, …"""
+    if ".lora_" in our_key:
+        return LORA
+    parts = our_key.split(".")
+    return f"{parts[1]}.{parts[2]}" if parts[1] in HEADS_WITH_PARTS else parts[1]
 
 
 def expected_keys(phase: str, model_state: dict[str, torch.Tensor], num_layers: int) -> set[str]:

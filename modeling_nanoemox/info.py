@@ -16,7 +16,8 @@ def model_info(config: NanoEmoXConfig) -> dict:
     with torch.device("meta"):
         model = NanoEmoXForConditionalGeneration(config)
     components = {name: sum(p.numel() for p in module.parameters()) for name, module in model.model.named_children()}
-    components.update({name: p.numel() for name, p in model.model.named_parameters(recurse=False)})
+    for head in ("video_head", "audio_head"):
+        components[f"{head}.qformer"] = sum(p.numel() for p in getattr(model.model, head).qformer.parameters())
     # The LM head is tied to the input embeddings in the released model; count it only when it is a separate matrix.
     if not config.tie_word_embeddings:
         components["lm_head"] = model.lm_head.weight.numel()
@@ -42,18 +43,18 @@ def format_info(info: dict, size: str) -> str:
     def millions(count: int) -> str:
         return f"{count / 1e6:10.2f} M"
 
-    lines = [f"Nano-EmoX ({size})", "", "component                     parameters"]
-    lines += [f"  {name:<26}{millions(count)}" for name, count in info["components"].items()]
+    lines = [f"Nano-EmoX ({size})", "", f"{'component':<36}parameters"]
+    lines += [f"  {name:<34}{millions(count)}" for name, count in info["components"].items()]
     lines += [
         "",
-        f"  {'total':<26}{millions(info['total'])}",
-        f"  {'total without Swin':<26}{millions(info['total_without_swin_backbone'])}",
+        f"  {'total':<34}{millions(info['total'])}",
+        f"  {'total without the Swin backbone':<34}{millions(info['total_without_swin_backbone'])}",
         "",
-        "P2E phase                     trainable",
+        f"{'P2E phase':<36}trainable",
     ]
     for name, phase in info["phases"].items():
         extra = f" (of which LoRA {phase['lora'] / 1e6:.2f} M)" if phase["lora"] else ""
-        lines.append(f"  {name + ' ' + phase['title']:<26}{millions(phase['trainable'])}{extra}")
+        lines.append(f"  {name + ' ' + phase['title']:<34}{millions(phase['trainable'])}{extra}")
     tokens = info["tokens_per_clip"]
     lines += [
         "",

@@ -135,19 +135,53 @@ class NanoEmoXFaceEncoder(NanoEmoXFacePreTrainedModel):
 # --------------------------------------------------------------------------------------------------------------
 
 
-class NanoEmoXFacePooler(nn.Module):
-    """Learned queries attend over the per-frame face features: (N, T, face_hidden) → (N, num_face_tokens, face_hidden)."""
+class NanoEmoXQueryHead(nn.Module):
+    """
+    A modality head in the BLIP-2 style: per-item tower features plus learned position embeddings are read by a
+    Q-Former's learned queries, then the adapter projects the queries into the LLM.
+
+    (N, L, tower_hidden) → (N, num_queries, text_hidden), with L frames or audio clips (at most `max_positions`).
+    """
+
+    def __init__(self, qformer_config, max_positions: int, num_queries: int, tower_hidden: int, text_hidden: int):
+        super().__init__()
+        self.position_embedding = nn.Embedding(max_positions, tower_hidden)
+        self.query_tokens = nn.Parameter(torch.zeros(1, num_queries, qformer_config.hidden_size))
+        self.qformer = Blip2QFormerModel(qformer_config)
+        self.projector = nn.Linear(qformer_config.hidden_size, text_hidden)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        num_items, length = features.shape[:2]
+        if length > self.position_embedding.num_embeddings:
+            raise ValueError(
+                f"Got {length} frames/clips per sample, but the model has {self.position_embedding.num_embeddings} "
+                "position embeddings."
+            )
+        positions = torch.arange(length, device=features.device)
+        hidden_states = features.to(self.position_embedding.weight.dtype) + self.position_embedding(positions)
+        queries = self.query_tokens.expand(num_items, -1, -1)
+        queried = self.qformer(query_embeds=queries, encoder_hidden_states=hidden_states).last_hidden_state
+        return self.projector(queried.to(self.projector.weight.dtype))
+
+
+class NanoEmoXFaceHead(nn.Module):
+    """
+    Learned queries attend over the per-frame face features, then the face adapter (an MLP) projects them into the
+    LLM: (N, T, face_hidden) → (N, num_face_tokens, text_hidden).
+    """
 
     def __init__(self, config: NanoEmoXConfig):
         super().__init__()
         hidden_size = config.face_config.hidden_size
         self.queries = nn.Parameter(torch.zeros(config.num_face_tokens, hidden_size))
         self.attention = nn.MultiheadAttention(hidden_size, config.face_num_heads, batch_first=True)
+        self.projector = NanoEmoXFaceProjector(config)
 
     def forward(self, face_features: torch.Tensor) -> torch.Tensor:
-        queries = self.queries.unsqueeze(0).expand(face_features.shape[0], -1, -1).to(face_features.dtype)
+        face_features = face_features.to(self.queries.dtype)
+        queries = self.queries.unsqueeze(0).expand(face_features.shape[0], -1, -1)
         pooled, _ = self.attention(queries, face_features, face_features, need_weights=False)
-        return pooled
+        return self.projector(pooled)
 
 
 class NanoEmoXFaceProjector(nn.Module):
@@ -237,7 +271,7 @@ class NanoEmoXPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("video", "audio", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["NanoEmoXFusionEncoder", "NanoEmoXFacePooler"]
+    _no_split_modules = ["NanoEmoXFusionEncoder", "NanoEmoXFaceHead", "NanoEmoXQueryHead"]
     _skip_keys_device_placement = [CACHE_NAME]
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -258,16 +292,16 @@ class NanoEmoXPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = self.config.initializer_range
-        if isinstance(module, NanoEmoXModel):
-            for parameter in (module.video_query_tokens, module.audio_query_tokens):
-                init.normal_(parameter, mean=0.0, std=std)
-        elif isinstance(module, NanoEmoXFacePooler):
+        if isinstance(module, NanoEmoXQueryHead):
+            init.normal_(module.query_tokens, mean=0.0, std=std)
+        elif isinstance(module, NanoEmoXFaceHead):
             init.normal_(module.queries, mean=0.0, std=std)
 
 
 class NanoEmoXModel(NanoEmoXPreTrainedModel):
     """
-    The towers, the Q-Formers, the face and fusion heads, the four adapters and the language model without its head.
+    The frozen towers; the trainable modality heads (video and audio Q-Former heads, face head, each ending in its
+    adapter); the fusion encoder and its adapter; and the language model without its LM head.
     """
 
     def __init__(self, config: NanoEmoXConfig):
@@ -275,25 +309,24 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
         text_hidden = config.text_config.hidden_size
 
         self.vision_tower = AutoModel.from_config(config.vision_config)
-        self.video_position_embedding = nn.Embedding(config.max_video_frames, config.vision_config.hidden_size)
-        self.video_query_tokens = nn.Parameter(
-            torch.zeros(1, config.num_video_tokens, config.video_qformer_config.hidden_size)
-        )
-        self.video_qformer = Blip2QFormerModel(config.video_qformer_config)
-        self.video_projector = nn.Linear(config.video_qformer_config.hidden_size, text_hidden)
-
         self.audio_tower = AutoModel.from_config(config.audio_config)
-        self.audio_position_embedding = nn.Embedding(config.max_audio_clips, config.audio_config.hidden_size)
-        self.audio_query_tokens = nn.Parameter(
-            torch.zeros(1, config.num_audio_tokens, config.audio_qformer_config.hidden_size)
-        )
-        self.audio_qformer = Blip2QFormerModel(config.audio_qformer_config)
-        self.audio_projector = nn.Linear(config.audio_qformer_config.hidden_size, text_hidden)
-
         self.face_encoder = NanoEmoXFaceEncoder(config.face_config)
-        self.face_pooler = NanoEmoXFacePooler(config)
-        self.face_projector = NanoEmoXFaceProjector(config)
 
+        self.video_head = NanoEmoXQueryHead(
+            config.video_qformer_config,
+            config.max_video_frames,
+            config.num_video_tokens,
+            config.vision_config.hidden_size,
+            text_hidden,
+        )
+        self.audio_head = NanoEmoXQueryHead(
+            config.audio_qformer_config,
+            config.max_audio_clips,
+            config.num_audio_tokens,
+            config.audio_config.hidden_size,
+            text_hidden,
+        )
+        self.face_head = NanoEmoXFaceHead(config)
         self.fusion_encoder = NanoEmoXFusionEncoder(config)
         self.fusion_projector = nn.Linear(config.fusion_hidden_size, text_hidden)
 
@@ -374,46 +407,17 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
 
     # ---- trainable heads: tower features → LLM embeddings ---------------------------------------------------
 
-    def _qformer_tokens(self, features, position_embedding, query_tokens, qformer, projector, max_positions, name):
-        num_items, length = features.shape[:2]
-        if length > max_positions:
-            raise ValueError(
-                f"{name}: got {length} per sample, but the model has {max_positions} position embeddings."
-            )
-        positions = torch.arange(length, device=features.device)
-        hidden_states = features.to(position_embedding.weight.dtype) + position_embedding(positions)
-        queries = query_tokens.expand(num_items, -1, -1)
-        queried = qformer(query_embeds=queries, encoder_hidden_states=hidden_states).last_hidden_state
-        return projector(queried.to(projector.weight.dtype))
-
     def get_video_features(self, video_tower_features: torch.FloatTensor) -> torch.FloatTensor:
         """`(N, num_frames, 1 + S, vision_hidden)` tower features → `(N, num_video_tokens, text_hidden)` embeddings."""
-        return self._qformer_tokens(
-            video_tower_features[:, :, 0],
-            self.video_position_embedding,
-            self.video_query_tokens,
-            self.video_qformer,
-            self.video_projector,
-            self.config.max_video_frames,
-            "video frames",
-        )
+        return self.video_head(video_tower_features[:, :, 0])
 
     def get_audio_features(self, audio_tower_features: torch.FloatTensor) -> torch.FloatTensor:
         """`(N, num_clips, 1 + S, audio_hidden)` tower features → `(N, num_audio_tokens, text_hidden)` embeddings."""
-        return self._qformer_tokens(
-            audio_tower_features[:, :, 0],
-            self.audio_position_embedding,
-            self.audio_query_tokens,
-            self.audio_qformer,
-            self.audio_projector,
-            self.config.max_audio_clips,
-            "audio clips",
-        )
+        return self.audio_head(audio_tower_features[:, :, 0])
 
     def get_face_features(self, face_tower_features: torch.FloatTensor) -> torch.FloatTensor:
         """`(N, num_frames, face_hidden)` tower features → `(N, num_face_tokens, text_hidden)` embeddings."""
-        pooled = self.face_pooler(face_tower_features.to(self.face_pooler.queries.dtype))
-        return self.face_projector(pooled)
+        return self.face_head(face_tower_features)
 
     def get_fusion_features(
         self, video_tower_features: torch.FloatTensor, audio_tower_features: torch.FloatTensor

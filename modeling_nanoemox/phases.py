@@ -5,28 +5,19 @@ Freezing is a recipe decision expressed as parameter-name prefixes of `NanoEmoXF
 itself has no notion of phases.
 
 Phases 2 and 3 train every module between the frozen towers and the LLM ("adapters + fusion" in DESIGN's wording): the
-Q-Formers with their queries and position embeddings, the face pooler, the four projectors and the fusion encoder.
+video and audio heads (Q-Former, queries, position embeddings, adapter), the face head (queries, attention, adapter),
+the fusion encoder and its adapter.
 That is what the authors' `configs/phase2.yaml` / `phase3.yaml` unfreeze, and it is the 50.8 M trainable parameters
 DESIGN §2 counts; the four projectors alone would be 5.3 M.
 """
 
 from dataclasses import dataclass
 
-AUDIO_HEAD = (
-    "model.audio_qformer.",
-    "model.audio_query_tokens",
-    "model.audio_position_embedding.",
-    "model.audio_projector.",
-)
-VISUAL_HEAD = (
-    "model.video_qformer.",
-    "model.video_query_tokens",
-    "model.video_position_embedding.",
-    "model.video_projector.",
-    "model.face_pooler.",
-    "model.face_projector.",
-)
+AUDIO_HEAD = ("model.audio_head.",)
+VISUAL_HEAD = ("model.video_head.", "model.face_head.")
 HEADS = (*AUDIO_HEAD, *VISUAL_HEAD, "model.fusion_encoder.", "model.fusion_projector.")
+# The same heads as module names, for PEFT's `modules_to_save` (phase 3 saves them with the LoRA adapter).
+HEAD_MODULES = ("video_head", "audio_head", "face_head", "fusion_encoder", "fusion_projector")
 # The LLM projections LoRA adapts in phase 3 (every layer, nowhere else).
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # As a PEFT `target_modules` regex: the short names alone would also match the towers' attention projections.

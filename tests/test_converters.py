@@ -235,17 +235,17 @@ def test_facexformer_matches_torchvision(face_config):
 # Our name → the authors' name, written from the authors' module layout (LAVIS BertModel, MultiScaleCrossModalFusion,
 # FacialEncoderFxformer) independently of the converter's rules.
 _TO_AUTHORS = [
-    (r"model\.(video|audio)_qformer\.layernorm\.(.+)", r"\1_Qformer.bert.embeddings.LayerNorm.\2"),
+    (r"model\.(video|audio)_head\.qformer\.layernorm\.(.+)", r"\1_Qformer.bert.embeddings.LayerNorm.\2"),
     (
-        r"model\.(video|audio)_qformer\.encoder\.layer\.(\d+)\.(attention|crossattention)\.attention\.(.+)",
+        r"model\.(video|audio)_head\.qformer\.encoder\.layer\.(\d+)\.(attention|crossattention)\.attention\.(.+)",
         r"\1_Qformer.bert.encoder.layer.\2.\3.self.\4",
     ),
-    (r"model\.(video|audio)_qformer\.(encoder\.layer\.\d+\..+)", r"\1_Qformer.bert.\2"),
-    (r"model\.(video|audio)_query_tokens", r"\1_query_tokens"),
-    (r"model\.video_position_embedding\.(.+)", r"video_frame_position_embedding.\1"),
-    (r"model\.audio_position_embedding\.(.+)", r"audio_position_embedding.\1"),
-    (r"model\.video_projector\.(.+)", r"video_proj.\1"),
-    (r"model\.audio_projector\.(.+)", r"audio_llama_proj.\1"),
+    (r"model\.(video|audio)_head\.qformer\.(encoder\.layer\.\d+\..+)", r"\1_Qformer.bert.\2"),
+    (r"model\.(video|audio)_head\.query_tokens", r"\1_query_tokens"),
+    (r"model\.video_head\.position_embedding\.(.+)", r"video_frame_position_embedding.\1"),
+    (r"model\.audio_head\.position_embedding\.(.+)", r"audio_position_embedding.\1"),
+    (r"model\.video_head\.projector\.(.+)", r"video_proj.\1"),
+    (r"model\.audio_head\.projector\.(.+)", r"audio_llama_proj.\1"),
     (r"model\.fusion_projector\.(.+)", r"multi_llama_proj.\1"),
     (r"model\.fusion_encoder\.audio_projection\.(.+)", r"multi_multiscale_fusion.audio_proj.\1"),
     (r"model\.fusion_encoder\.video_projection\.(.+)", r"multi_multiscale_fusion.visual_proj.\1"),
@@ -254,22 +254,33 @@ _TO_AUTHORS = [
     (r"model\.fusion_encoder\.experts\.(\d+)\.fc1\.(.+)", r"multi_multiscale_fusion.ffns.\1.1.\2"),
     (r"model\.fusion_encoder\.experts\.(\d+)\.fc2\.(.+)", r"multi_multiscale_fusion.ffns.\1.4.\2"),
     (r"model\.fusion_encoder\.gate\.(\d+)\.(.+)", r"multi_multiscale_fusion.gate_mlp.\1.\2"),
-    (r"model\.face_pooler\.queries", r"facial_encoder.query"),
-    (r"model\.face_pooler\.attention\.(.+)", r"facial_encoder.attn.\1"),
-    (r"model\.face_projector\.linear_1\.(.+)", r"facial_encoder.face_proj.0.\1"),
-    (r"model\.face_projector\.linear_2\.(.+)", r"facial_encoder.face_proj.3.\1"),
+    (r"model\.face_head\.queries", r"facial_encoder.query"),
+    (r"model\.face_head\.attention\.(.+)", r"facial_encoder.attn.\1"),
+    (r"model\.face_head\.projector\.linear_1\.(.+)", r"facial_encoder.face_proj.0.\1"),
+    (r"model\.face_head\.projector\.linear_2\.(.+)", r"facial_encoder.face_proj.3.\1"),
 ]
 _PHASE_MODULES = {
-    "1.1": ["audio_qformer", "audio_query_tokens", "audio_position_embedding", "audio_projector"],
+    "1.1": ["audio_head.qformer", "audio_head.query_tokens", "audio_head.position_embedding", "audio_head.projector"],
     "1.2": [
-        "video_qformer",
-        "video_query_tokens",
-        "video_position_embedding",
-        "video_projector",
-        "face_pooler",
-        "face_projector",
+        "video_head.qformer",
+        "video_head.query_tokens",
+        "video_head.position_embedding",
+        "video_head.projector",
+        "face_head.queries",
+        "face_head.attention",
+        "face_head.projector",
     ],
 }
+_FACE_POOLER = ("face_head.queries", "face_head.attention")  # the authors' never-frozen query + attention
+
+
+def _unit(key: str) -> str | None:
+    if not key.startswith("model."):
+        return None
+    parts = key.split(".")
+    return f"{parts[1]}.{parts[2]}" if parts[1] in ("video_head", "audio_head", "face_head") else parts[1]
+
+
 _PHASE_MODULES["2"] = _PHASE_MODULES["1.1"] + _PHASE_MODULES["1.2"] + ["fusion_encoder", "fusion_projector"]
 _PHASE_MODULES["3"] = _PHASE_MODULES["2"]
 _PHASE_FLAGS = {  # the frozen_* flags of the authors' configs/phase*.yaml
@@ -320,9 +331,9 @@ def lavis_state_dict(phase: str, source: dict[str, torch.Tensor], config: NanoEm
     """The `model` entry of an authors' checkpoint of `phase`, built from our tensors `source`."""
     state = {}
     for key, value in source.items():
-        module = key.split(".")[1] if key.startswith("model.") else None
+        module = _unit(key)
         # The authors never freeze their face pooler, so every phase's checkpoint carries it.
-        if module in _PHASE_MODULES[phase] or module == "face_pooler":
+        if module in _PHASE_MODULES[phase] or module in _FACE_POOLER:
             state[_authors_name(key)] = value.clone()
     generator = torch.Generator().manual_seed(seed)
     text_hidden = config.text_config.hidden_size
@@ -400,7 +411,7 @@ def _run(tmp_path, base_dir, phase, *extra):
 
 
 def _in_modules(key: str, modules) -> bool:
-    return key.startswith("model.") and key.split(".")[1] in modules
+    return _unit(key) in modules
 
 
 def test_lavis_phase2_overlays_every_trainable_tensor(tmp_path, lavis_setup):
@@ -429,7 +440,7 @@ def test_lavis_phase1_1_leaves_untrained_face_pooler_alone(tmp_path, lavis_setup
     save_lavis_checkpoint(tmp_path / "checkpoint.pth", state, "1.1")
     with caplog.at_level(logging.WARNING):
         assert _run(tmp_path, base_dir, "1.1") == 0
-    assert "facial_encoder.query -> model.face_pooler.queries" in caplog.text
+    assert "facial_encoder.query -> model.face_head.queries" in caplog.text
 
     out = NanoEmoXForConditionalGeneration.from_pretrained(tmp_path / "out").state_dict()
     for key, value in out.items():
@@ -526,7 +537,7 @@ def test_lavis_strict_checks(lavis_setup):
     state = lavis_state_dict("2", trained, config)
 
     wrong_shape = dict(state, video_query_tokens=torch.zeros(1, 4, 32))
-    with pytest.raises(ValueError, match=r"model\.video_query_tokens: the base model has shape \(1, 8, 32\)"):
+    with pytest.raises(ValueError, match=r"model\.video_head\.query_tokens: the base model has shape \(1, 8, 32\)"):
         lavis.convert_lavis_state_dict(wrong_shape, "2", config)
 
     trained_tower = dict(state, **{"visual_encoder.model.vision_model.post_layernorm.weight": torch.ones(32)})

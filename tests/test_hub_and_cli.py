@@ -131,7 +131,7 @@ def test_from_components_copies_weights_and_adds_placeholders(components):
                                hubert.encoder.layers[0].attention.q_proj.weight)  # fmt: skip
     face = NanoEmoXFaceEncoder.from_pretrained(components / "face")
     torch.testing.assert_close(model.model.face_encoder.fuse.weight, face.fuse.weight)
-    new = model.model.video_projector.weight
+    new = model.model.video_head.projector.weight
     assert 0.01 < new.std().item() < 0.03  # randomly initialised with initializer_range
     inputs = make_batch(model.config, [{"video", "face", "audio"}])
     with torch.no_grad():
@@ -152,7 +152,7 @@ def test_info_command(capsys):
     info = json.loads(capsys.readouterr().out)
     assert abs(info["total"] - 2.30e9) / 2.30e9 < 0.01
     assert abs(info["total_without_swin_backbone"] - 2.21e9) / 2.21e9 < 0.01
-    assert info["phases"]["1.1"]["trainable"] == info["components"]["audio_qformer"] + 32 * 768 + 8 * 1024 + (
+    assert info["phases"]["1.1"]["trainable"] == info["components"]["audio_head.qformer"] + 32 * 768 + 8 * 1024 + (
         768 * 1536 + 1536
     )
     assert main(["info", "--size", "tiny"]) == 0

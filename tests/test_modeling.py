@@ -121,7 +121,7 @@ def test_gradients_reach_only_trainable_modules_and_towers_build_no_graph(tiny_m
     for hook in hooks:
         hook.remove()
     assert not model.model.vision_tower.training and not model.model.face_encoder.training
-    assert model.model.video_qformer.training
+    assert model.model.video_head.qformer.training
     for output in tower_outputs:
         tensor = output if isinstance(output, torch.Tensor) else output.hidden_states[-1]
         assert not tensor.requires_grad
@@ -131,8 +131,7 @@ def test_gradients_reach_only_trainable_modules_and_towers_build_no_graph(tiny_m
         else:
             assert parameter.grad is None, name
     trained = {name.split(".")[1] for name, p in model.named_parameters() if p.requires_grad}
-    assert trained == {"video_qformer", "video_query_tokens", "video_position_embedding", "video_projector",
-                       "face_pooler", "face_projector"}  # fmt: skip
+    assert trained == {"video_head", "face_head"}
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(config):
@@ -151,13 +150,13 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(config):
     model.train()
     inputs = make_batch(tiny_config, [{"video", "face", "audio"}])
     model(**inputs, labels=inputs["input_ids"]).loss.backward()
-    plain_grad = model.model.video_projector.weight.grad.clone()
+    plain_grad = model.model.video_head.projector.weight.grad.clone()
     model.zero_grad()
     model.gradient_checkpointing_enable()
     loss = model(**inputs, labels=inputs["input_ids"]).loss
     loss.backward()
     assert model.model.language_model.gradient_checkpointing
-    torch.testing.assert_close(model.model.video_projector.weight.grad, plain_grad)
+    torch.testing.assert_close(model.model.video_head.projector.weight.grad, plain_grad)
 
 
 def test_generate_encodes_media_once_and_batched_equals_single(tiny_model, tiny_processor, rng):
@@ -246,14 +245,12 @@ def test_full_size_parameter_counts_on_meta_device():
     from modeling_nanoemox.info import model_info
 
     info = model_info(NanoEmoXConfig())
-    assert info["components"]["video_qformer"] == 19_691_520
-    assert info["components"]["audio_qformer"] == 19_691_520
+    assert info["components"]["video_head.qformer"] == 19_691_520
+    assert info["components"]["audio_head.qformer"] == 19_691_520
     assert abs(info["total"] - 2.30e9) / 2.30e9 < 0.01
     assert abs(info["total_without_swin_backbone"] - 2.21e9) / 2.21e9 < 0.01
     heads = sum(info["components"][name] for name in (
-        "video_qformer", "audio_qformer", "video_query_tokens", "audio_query_tokens", "video_position_embedding",
-        "audio_position_embedding", "video_projector", "audio_projector", "face_pooler", "face_projector",
-        "fusion_encoder", "fusion_projector"))  # fmt: skip
+        "video_head", "audio_head", "face_head", "fusion_encoder", "fusion_projector"))  # fmt: skip
     assert abs(heads - 50.8e6) / 50.8e6 < 0.01
     assert abs(info["phases"]["3"]["lora"] - 18.5e6) / 18.5e6 < 0.01
     assert info["phases"]["2"]["trainable"] == heads
