@@ -339,6 +339,49 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
+    # Data-parallel training needs every rank to run every trainable module at every step: DDP expects a gradient for
+    # each trainable parameter, and DeepSpeed ZeRO-3 / FSDP gather each module's weights collectively, so a rank whose
+    # batch lacks a modality would hang the others. The P2E recipe turns this on; it only acts in training mode.
+    encode_absent_modalities: bool = False
+
+    def _absent_modalities_pass(self, tower_features: dict, features: dict, cached: bool, device) -> torch.Tensor:
+        """
+        Runs the branch of every modality this batch lacks on one all-zero item and returns 0 × its output sum: a
+        zero that carries those modules into the step. With cached features the towers are skipped everywhere, so the
+        dummy starts from zero tower features; otherwise the towers run too.
+        """
+        config = self.config
+        dummies = {
+            "video": (
+                lambda: torch.zeros(1, 1, 1 + config.num_fusion_experts, config.vision_config.hidden_size),
+                lambda: self.get_video_tower_features(torch.zeros(1, 1, 3, *(config.vision_config.image_size,) * 2)),
+            ),
+            "audio": (
+                lambda: torch.zeros(1, 1, 1 + config.num_fusion_experts, config.audio_config.hidden_size),
+                # 400 samples (25 ms) is the shortest input HuBERT's convolutions accept.
+                lambda: self.get_audio_tower_features(torch.zeros(1, 1, 400)),
+            ),
+            "face": (
+                lambda: torch.zeros(1, 1, config.face_config.hidden_size),
+                lambda: self.get_face_tower_features(
+                    torch.zeros(1, 1, 3, *(config.face_config.backbone_config.image_size,) * 2)
+                ),
+            ),
+        }
+        total = torch.zeros((), device=device)
+        heads = {"video": self.get_video_features, "audio": self.get_audio_features, "face": self.get_face_features}
+        towers = dict(tower_features)
+        for modality, (from_cache, from_tower) in dummies.items():
+            if modality in features:
+                continue
+            if modality not in towers:
+                towers[modality] = (from_cache() if cached else from_tower()).to(device)
+            total = total + heads[modality](towers[modality]).float().sum() * 0.0
+        if "fusion" not in features:
+            embeddings, gates = self.get_fusion_features(towers["video"][:1], towers["audio"][:1])
+            total = total + (embeddings.float().sum() + gates.float().sum()) * 0.0
+        return total
+
     def train(self, mode: bool = True):
         # A tower with no trainable parameter is a fixed feature extractor: it stays in eval mode (no dropout) so that
         # features computed live during training equal the ones a feature cache stores.
@@ -503,9 +546,10 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
         are real and defaults to all rows when the media is given. Rows whose mask is unset are never encoded.
 
         Returns:
-            `(features, masks, fusion_gate_weights)`: per modality the `(N_m, tokens, text_hidden)` embeddings of the
-            present samples in batch order and the `(batch_size,)` presence mask; gate weights are
-            `(batch_size, num_fusion_experts)` with zero rows where fusion is absent, or `None` without fusion.
+            `(features, masks, fusion_gate_weights, tower_features)`: per modality the `(N_m, tokens, text_hidden)`
+            embeddings of the present samples in batch order and the `(batch_size,)` presence mask; gate weights are
+            `(batch_size, num_fusion_experts)` with zero rows where fusion is absent, or `None` without fusion; the
+            tower features of the present samples.
         """
         inputs = {
             "video": (pixel_values_videos, video_tower_features, video_mask, self.get_video_tower_features),
@@ -555,7 +599,7 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
                 )
                 fusion_gate_weights = gate.new_zeros(batch_size, gate.shape[-1])
                 fusion_gate_weights[both.to(gate.device)] = gate
-        return features, masks, fusion_gate_weights
+        return features, masks, fusion_gate_weights, tower_features
 
     def forward(
         self,
@@ -616,10 +660,14 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
         fusion_gate_weights = None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            features, masks, fusion_gate_weights = self.encode_modalities(
+            features, masks, fusion_gate_weights, tower_features = self.encode_modalities(
                 input_ids.shape[0], input_ids.device, **media
             )
             inputs_embeds = self._merge_modalities(input_ids, inputs_embeds, features, masks)
+            if self.training and self.encode_absent_modalities:
+                cached = any(media[f"{m}_tower_features"] is not None for m in ("video", "face", "audio"))
+                absent = self._absent_modalities_pass(tower_features, features, cached, inputs_embeds.device)
+                inputs_embeds = inputs_embeds + absent.to(inputs_embeds.dtype)
         elif any(value is not None for value in media.values()):
             raise ValueError("Media inputs need `input_ids` to locate their placeholder tokens, got `inputs_embeds`.")
 

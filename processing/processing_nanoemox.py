@@ -62,17 +62,24 @@ class _Sample:
     face_detected: np.ndarray | None = None  # (T,)
     audio: np.ndarray | None = None  # (C, samples)
     notes: list[str] = field(default_factory=list)
+    declared: tuple[str, ...] | None = None  # modalities stated by the caller instead of media (prompt-only mode)
+
+    @property
+    def present(self) -> list[str]:
+        """Modalities among video / face / audio that the sample has."""
+        if self.declared is not None:
+            return [name for name in ("video", "face", "audio") if name in self.declared]
+        return [
+            name
+            for name, value in (("video", self.video), ("face", self.faces), ("audio", self.audio))
+            if value is not None
+        ]
 
     @property
     def modalities(self) -> list[str]:
-        present = [
-            name
-            for name in ("video", "face", "audio")
-            if getattr(self, name if name != "face" else "faces") is not None
-        ]
-        if self.video is not None and self.audio is not None:
-            present.append("fusion")
-        return present
+        """The present modalities plus fusion, which exists whenever both video and audio do."""
+        present = self.present
+        return present + ["fusion"] if {"video", "audio"} <= set(present) else present
 
 
 class NanoEmoXProcessor(ProcessorMixin):
@@ -432,6 +439,7 @@ class NanoEmoXProcessor(ProcessorMixin):
         messages=None,
         targets=None,
         faces=None,
+        modalities=None,
         sampling_rate: int | None = None,
         use_faces: bool = True,
         padding_side: str | None = None,
@@ -454,6 +462,9 @@ class NanoEmoXProcessor(ProcessorMixin):
             targets: answers for training; turns on right padding and `labels`.
             faces: face crops supplied by the caller (e.g. OpenFace), per sample an array or list of crops; skips
                 detection.
+            modalities: prompt-only mode, for callers that bring encoded media themselves (a feature cache): per sample
+                the modalities present (among `video`, `face`, `audio`); the prompt gets their placeholders and the
+                output their masks, but no media is decoded and no media tensor returned.
             use_faces: set False to leave the face branch out.
             padding_side: `"left"` (default for generation) or `"right"` (default with `targets`).
             max_length: token budget per sample (defaults to `self.max_length`).
@@ -473,6 +484,7 @@ class NanoEmoXProcessor(ProcessorMixin):
         histories = _per_sample(history, batch, _is_nested_list)
         candidate_sets = _per_sample(candidates, batch, _is_nested_list)
         message_sets = _per_sample(messages, batch, _is_nested_list)
+        declared = _per_sample(modalities, batch, _is_nested_list)
         if padding_side is None:
             padding_side = "right" if targets[0] is not None else "left"
         if padding_side not in ("left", "right"):
@@ -481,12 +493,18 @@ class NanoEmoXProcessor(ProcessorMixin):
 
         samples, all_ids, all_labels = [], [], []
         for index in range(batch):
-            try:
-                sample = self._process_media(videos[index], audio[index], sampling_rate, faces[index], use_faces)
-            except MediaError as error:
-                raise type(error)(f"sample {index}: {error}") from None
-            for note in sample.notes:
-                logger.warning(f"sample {index}: {note}.")
+            if declared[index] is not None:
+                if any(value is not None for value in (videos[index], audio[index], faces[index])):
+                    raise ValueError(f"sample {index}: pass media or `modalities`, not both.")
+                unknown = set(declared[index]) - {"video", "face", "audio"}
+                if unknown:
+                    raise ValueError(f"sample {index}: unknown modalities {sorted(unknown)}; use video/face/audio.")
+                sample = _Sample(declared=tuple(declared[index]))
+            else:
+                try:
+                    sample = self._process_media(videos[index], audio[index], sampling_rate, faces[index], use_faces)
+                except MediaError as error:
+                    raise type(error)(f"sample {index}: {error}") from None
             samples.append(sample)
             ids, labels = self._tokenize_sample(
                 sample.modalities, texts[index], tasks[index], histories[index], candidate_sets[index],
@@ -494,6 +512,14 @@ class NanoEmoXProcessor(ProcessorMixin):
             )  # fmt: skip
             all_ids.append(ids)
             all_labels.append(labels)
+        # One warning per kind of fallback for the whole batch, naming the samples it concerns.
+        notes: dict[str, list[int]] = {}
+        for index, sample in enumerate(samples):
+            for note in sample.notes:
+                notes.setdefault(note, []).append(index)
+        for note, indices in notes.items():
+            where = f"sample {indices[0]}" if len(indices) == 1 else f"samples {indices}"
+            logger.warning(f"{where}: {note}.")
         return self._collate(
             samples, all_ids, all_labels if targets[0] is not None else None, padding_side, return_tensors
         )
@@ -577,21 +603,23 @@ class NanoEmoXProcessor(ProcessorMixin):
         data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if all_labels is not None:
             data["labels"] = labels
-        for key, attribute, mask_key in (
-            ("pixel_values_videos", "video", "video_mask"),
-            ("face_pixel_values", "faces", "face_mask"),
-            ("audio_values", "audio", "audio_mask"),
+        for key, attribute, mask_key, modality in (
+            ("pixel_values_videos", "video", "video_mask", "video"),
+            ("face_pixel_values", "faces", "face_mask", "face"),
+            ("audio_values", "audio", "audio_mask", "audio"),
         ):
-            present = [getattr(s, attribute) is not None for s in samples]
+            present = [modality in s.present for s in samples]
             if not any(present):
                 continue
+            data[mask_key] = np.asarray(present)
+            if any(s.declared is not None for s in samples):
+                continue  # prompt-only: the caller supplies the encoded media
             reference = next(getattr(s, attribute) for s in samples if getattr(s, attribute) is not None)
             stacked = np.zeros((batch, *reference.shape), np.float32)
             for row, sample in enumerate(samples):
                 if present[row]:
                     stacked[row] = getattr(sample, attribute)
             data[key] = stacked
-            data[mask_key] = np.asarray(present)
             if attribute == "faces":
                 boxes = np.zeros((batch, self.num_frames, 4), np.float32)
                 detected = np.zeros((batch, self.num_frames), bool)
