@@ -399,3 +399,5 @@ def test_erg_reads_the_speaker_emotion_of_our_chain_of_empathy():
 
     answer = "<think>1. Event scenario: lost keys. 2. Speaker emotion: frustrated. 3. Emotion cause: x. 4. Goal: y.</think> Oh no."
     assert extract_speaker_emotion(answer) == "frustrated"
+    authors_phrase = "<think>2. Speaker emotion: The emotion of the speaker is sad.</think> I'm sorry."
+    assert extract_speaker_emotion(authors_phrase) == "sad"

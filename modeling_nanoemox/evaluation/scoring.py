@@ -286,8 +286,12 @@ def score_mir(predictions, references, *, labels: Sequence[str] | None = None) -
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-# "the emotion of the speaker is X" (the authors' targets) or "Speaker emotion: X" (our chain-of-empathy format).
-_SPEAKER_EMOTION = re.compile(r"(?:emotion of the speaker is|speaker(?:'s)? emotion(?: is)?)\s*:?\s*([a-z][a-z-]*)")
+# Tried in order: "the emotion of the speaker is X" (the authors' targets), then "Speaker emotion: X" (our
+# chain-of-empathy format, where X may itself be phrased the authors' way, which the first pattern catches).
+_SPEAKER_EMOTION = (
+    re.compile(r"emotion of the speaker is\s*:?\s*([a-z][a-z-]*)"),
+    re.compile(r"speaker(?:'s)? emotion(?: is)?\s*:?\s*([a-z][a-z-]*)"),
+)
 _EMOTION_WORDS = sorted(COARSE_CLASS, key=len, reverse=True)
 _EMOTION_WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w in _EMOTION_WORDS) + r")\b")
 
@@ -307,9 +311,9 @@ def extract_speaker_emotion(text: str) -> str | None:
     a reply that is just an emotion word, else the first known emotion word anywhere; `None` when there is none."""
     think, reply = split_think(text)
     lowered = f"{think}\n{reply}".lower()
-    match = _SPEAKER_EMOTION.search(lowered)
-    if match:
-        return match.group(1).strip("-")
+    for pattern in _SPEAKER_EMOTION:
+        if match := pattern.search(lowered):
+            return match.group(1).strip("-")
     bare = reply.strip(_PUNCTUATION).lower()
     if bare in COARSE_CLASS:
         return bare

@@ -1,0 +1,254 @@
+"""The P2E recipe's machinery on a tiny model and a handful of generated clips (seconds each)."""
+
+import copy
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_nanoemox.data import load_manifest, write_manifest
+from modeling_nanoemox.phases import PHASES
+from modeling_nanoemox.synthetic import synthetic_voice, write_clip
+from modeling_nanoemox.training import (
+    FeatureCache,
+    MixtureSampler,
+    NanoEmoXDataCollator,
+    copy_head_weights,
+    freeze_for_phase,
+    load_strict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = (
+    "per_device_train_batch_size: 4\nlogging_steps: 1\nbf16: false\ngradient_checkpointing: false\n"
+    "report_to: []\ndataloader_num_workers: 0\nuse_cpu: true\nseed: 0\n"
+)
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("p2e_recipe", REPO / "recipes" / "p2e.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """12 clips, two emotions, as `mer` and `msa` samples."""
+    root = tmp_path_factory.mktemp("p2e-data")
+    rows = []
+    for index in range(12):
+        happy = index % 2 == 0
+        frames = np.full((6, 48, 48, 3), 200 if happy else 40, np.uint8)
+        write_clip(root / f"c{index}.mp4", frames, fps=6, audio=synthetic_voice(1.0, pitch_hz=220 if happy else 100))
+        label = "happy" if happy else "sad"
+        rows.append({"id": f"mer{index}", "task": "mer", "video": f"c{index}.mp4", "candidates": ["happy", "sad"],
+                     "target": f"The most likely label is {label}.", "reference": label})  # fmt: skip
+        rows.append({"id": f"msa{index}", "task": "msa", "video": f"c{index}.mp4", "text": "well",
+                     "target": "positive" if happy else "negative", "reference": 1.0 if happy else -1.0})  # fmt: skip
+    write_manifest(rows, root / "train.jsonl")
+    write_manifest(rows[:8], root / "test.jsonl")
+    (root / "chance.json").write_text(json.dumps({"mer": {"accuracy": 0.5}, "msa": {"accuracy": 0.5}}))
+    return root
+
+
+def write_recipe(folder: Path, steps: int = 2, save_steps: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    mixture = "mixture:\n  - {name: mer, manifest: train.jsonl, weight: 0.7, tasks: [mer]}\n"
+    mixture += "  - {name: msa, manifest: train.jsonl, weight: 0.3, tasks: [msa]}\n"
+    common = COMMON + f"max_steps: {steps}\nsave_steps: {save_steps}\nlearning_rate: 1.0e-3\n"
+    (folder / "phase_1.1.yaml").write_text(mixture + "modalities: [audio]\n" + common)
+    (folder / "phase_1.2.yaml").write_text(mixture + "modalities: [video, face]\n" + common)
+    (folder / "phase_2.yaml").write_text(mixture + common)
+    (folder / "phase_3.yaml").write_text(
+        mixture + "use_peft: true\nlora_r: 4\nlora_alpha: 8\nevaluate: true\n" + common
+    )
+    return folder
+
+
+def test_mixture_sampler_draws_datasets_at_their_weights():
+    names = ["a"] * 10 + ["b"] * 1000 + ["c"] * 90
+    sampler = MixtureSampler(names, {"a": 0.5, "b": 0.3, "c": 0.2}, num_samples=20000, seed=3)
+    drawn = np.array([names[i] for i in sampler])
+    for name, weight in {"a": 0.5, "b": 0.3, "c": 0.2}.items():
+        assert abs((drawn == name).mean() - weight) < 0.015
+    sampler.set_epoch(1)
+    assert list(sampler)[:50] != list(MixtureSampler(names, {"a": 0.5, "b": 0.3, "c": 0.2}, 20000, seed=3))[:50]
+    with pytest.raises(ValueError, match=r"No mixture weight for datasets \['c'\]"):
+        MixtureSampler(names, {"a": 1.0, "b": 1.0})
+
+
+def test_freezing_trains_exactly_the_phase_prefixes(tiny_model, tiny_processor, small_data):
+    model = copy.deepcopy(tiny_model)
+    freeze_for_phase(model, PHASES["1.1"])
+    model.model.encode_absent_modalities = True
+    model.train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    samples, _ = load_manifest(small_data / "train.jsonl", tasks={"msa"})
+    batch = NanoEmoXDataCollator(tiny_processor)([s.to_dict() for s in samples[:4]])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**batch).loss.backward()
+    optimizer.step()
+    for name, parameter in model.named_parameters():
+        changed = not torch.equal(parameter, before[name])
+        assert changed == name.startswith("model.audio_head."), name
+
+
+def test_absent_modalities_still_get_a_zero_gradient(tiny_model, tiny_processor):
+    model = copy.deepcopy(tiny_model)
+    freeze_for_phase(model, PHASES["2"])
+    model.model.encode_absent_modalities = True
+    model.train()
+    batch = tiny_processor(audio=(np.sin(np.arange(16000) / 7).astype("float32"), 16000), text="hm", task="msa",
+                           targets="positive")  # fmt: skip
+    plain = copy.deepcopy(model)
+    plain.model.encode_absent_modalities = False
+    torch.manual_seed(0)
+    loss = model(**batch).loss
+    torch.manual_seed(0)
+    torch.testing.assert_close(loss, plain(**batch).loss)
+    loss.backward()
+    video_grad = model.model.video_head.projector.weight.grad
+    assert video_grad is not None and video_grad.abs().sum() == 0  # part of the step, contributes nothing
+    assert model.model.fusion_encoder.gate[0].weight.grad is not None
+    assert model.model.audio_head.projector.weight.grad.abs().sum() > 0
+
+
+def test_feature_cache_gives_the_same_loss(tiny_model, tiny_processor, small_data, tmp_path):
+    samples, _ = load_manifest(small_data / "train.jsonl", tasks={"mer"})
+    cache = FeatureCache(tmp_path / "cache")
+    assert cache.build(tiny_model, tiny_processor, samples[:5], batch_size=2) == 5
+    assert FeatureCache(tmp_path / "cache").build(tiny_model, tiny_processor, samples[:5]) == 0  # reused
+    rows = [s.to_dict() for s in samples[:5]]
+    live = NanoEmoXDataCollator(tiny_processor)(rows)
+    cached = NanoEmoXDataCollator(tiny_processor, FeatureCache(tmp_path / "cache"))(rows)
+    assert "pixel_values_videos" not in cached and cached["video_tower_features"].shape[:2] == (5, 8)
+    assert torch.equal(live["input_ids"], cached["input_ids"]) and torch.equal(live["labels"], cached["labels"])
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_model(**live).loss, tiny_model(**cached).loss, atol=1e-5, rtol=1e-5)
+    audio_only = NanoEmoXDataCollator(tiny_processor, FeatureCache(tmp_path / "cache").restricted_to(["audio"]))(rows)
+    assert "video_tower_features" not in audio_only
+    assert (audio_only["input_ids"] == tiny_processor.tokenizer.video_token_id).sum() == 0
+
+
+def test_feature_cache_refuses_other_towers(tiny_model, tiny_processor, small_data, tmp_path):
+    samples, _ = load_manifest(small_data / "train.jsonl", tasks={"mer"})
+    FeatureCache(tmp_path / "cache").build(tiny_model, tiny_processor, samples[:1])
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.model.vision_tower.embeddings.patch_embedding.weight.add_(1.0)
+    with pytest.raises(ValueError, match="built with other towers or media settings"):
+        FeatureCache(tmp_path / "cache").build(other, tiny_processor, samples[:1])
+
+
+def test_the_four_phases_chain_and_leave_a_loadable_final(small_data, tiny_dir, tmp_path):
+    recipe = load_recipe()
+    out = tmp_path / "out"
+    argv = ["--recipe", str(write_recipe(tmp_path / "recipe")), "--data_root", str(small_data),
+            "--model_name_or_path", str(tiny_dir), "--output_dir", str(out)]  # fmt: skip
+    assert recipe.main(argv) == 0
+    start = load_strict(tiny_dir)
+    phase_1_1, phase_1_2 = load_strict(out / "phase_1.1" / "final"), load_strict(out / "phase_1.2" / "final")
+    phase_2 = load_strict(out / "phase_2" / "final")
+
+    def same(a, b, prefix):
+        return all(
+            torch.equal(p, dict(b.named_parameters())[n]) for n, p in a.named_parameters() if n.startswith(prefix)
+        )
+
+    assert not same(phase_1_1, start, "model.audio_head.") and same(phase_1_1, start, "model.video_head.")
+    assert not same(phase_1_2, start, "model.video_head.") and same(phase_1_2, start, "model.audio_head.")
+    # Phase 2 started from 1.2 with 1.1's audio head; then it trained both: compare its starting point instead.
+    state = json.loads((out / "phase_2" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert same(phase_2, phase_1_2, "model.language_model.") and same(phase_2, start, "model.vision_tower.")
+    final = load_strict(out / "final")
+    assert not same(final, phase_2, "model.language_model.layers.0.self_attn.q_proj")  # LoRA merged in
+    assert (out / "phase_3" / "adapter" / "adapter_model.safetensors").is_file()
+    adapter = json.loads((out / "phase_3" / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter["modules_to_save"]) >= {"video_head", "audio_head", "face_head", "fusion_encoder"}
+    results = json.loads((out / "eval_results.json").read_text())
+    assert {"mer", "msa", "chance"} <= set(results) and "accuracy" in results["mer"]
+    # Relaunching finds every phase done and only re-evaluates.
+    assert recipe.main(argv) == 0
+
+
+def test_strict_loading_refuses_a_partial_folder(tiny_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in tiny_dir.iterdir():
+        if file.is_file():
+            (broken / file.name).write_bytes(file.read_bytes())
+    state = load_file(broken / "model.safetensors")
+    state.pop("model.fusion_projector.weight")
+    save_file(state, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="model.fusion_projector.weight"):
+        load_strict(broken)
+
+
+def test_copy_head_weights_moves_only_the_head(tiny_model):
+    target, source = copy.deepcopy(tiny_model), copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(1.0)
+    assert copy_head_weights(target, source, ("model.audio_head.",)) > 0
+    assert torch.equal(target.model.audio_head.projector.weight, source.model.audio_head.projector.weight)
+    assert torch.equal(target.model.video_head.projector.weight, tiny_model.model.video_head.projector.weight)
+
+
+def test_resume_after_a_kill_continues_from_the_last_checkpoint(small_data, tiny_dir, tmp_path):
+    recipe = load_recipe()
+    out = tmp_path / "out"
+    base = ["--recipe", str(write_recipe(tmp_path / "recipe", steps=4, save_steps=2)), "--phase", "1.1",
+            "--data_root", str(small_data), "--model_name_or_path", str(tiny_dir), "--output_dir", str(out)]  # fmt: skip
+    # A first run "killed" after its step-2 checkpoint: stop it there and remove what only a finished phase leaves.
+    assert recipe.main([*base, "--max_steps", "2"]) == 0
+    shutil.rmtree(out / "phase_1.1" / "final")
+    assert recipe.main(base) == 0
+    state = json.loads((out / "phase_1.1" / "checkpoint-4" / "trainer_state.json").read_text())
+    logged_steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert logged_steps == [1, 2, 3, 4]  # steps 1-2 came from the checkpoint, 3-4 from the resumed run
+
+
+def test_two_processes_with_gloo_finish_with_identical_parameters(small_data, tiny_dir, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` runs only one process here; torch's own launcher starts two."""
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "recipe", steps=3, save_steps=10)
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import hashlib, sys, torch\n"
+        f"sys.path.insert(0, {str(REPO / 'recipes')!r})\n"
+        "import torch.distributed as dist\n"
+        "import p2e\n"
+        "from transformers import trainer as hf_trainer\n"
+        "original = hf_trainer.Trainer.train\n"
+        "def train(self, *args, **kwargs):\n"
+        "    result = original(self, *args, **kwargs)\n"
+        "    digest = hashlib.sha256()\n"
+        "    for name, p in sorted(self.model.named_parameters()):\n"
+        "        digest.update(name.encode()); digest.update(p.detach().cpu().numpy().tobytes())\n"
+        "    open(f'{sys.argv[1]}/rank{dist.get_rank()}.sha', 'w').write(digest.hexdigest())\n"
+        "    return result\n"
+        "hf_trainer.Trainer.train = train\n"
+        "p2e.main(sys.argv[2:])\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+               str(script), str(tmp_path), "--recipe", str(recipe), "--phase", "1.1", "--data_root", str(small_data),
+               "--model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--ddp_backend", "gloo"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = [(tmp_path / f"rank{rank}.sha").read_text() for rank in (0, 1)]
+    assert digests[0] == digests[1]
+    start = load_strict(tiny_dir)
+    trained = load_strict(out / "phase_1.1" / "final")
+    assert not torch.equal(trained.model.audio_head.projector.weight, start.model.audio_head.projector.weight)
