@@ -1,0 +1,105 @@
+# Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
+"""Processor throughput: one 16 s 1280×720 clip with speech → every processor output, on this machine.
+
+    python benchmarks/bench_processor.py [--repeats 10] [--face-detector opencv-haar] [--detection-size 320]
+
+The clip is generated (a real face photograph panning slowly, a synthetic voice) and processed with the full-size
+settings (CLIP and face crops at 224 px, 8 frames, 8 × 2 s of audio). Reports clips/s, the time of each stage and the
+peak resident memory of the process, with the CPU model.
+"""
+
+import argparse
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+# Run in a child process, so that generating the 400 HD frames does not count towards the processor's memory.
+MAKE_CLIP = """
+import sys
+from modeling_nanoemox.synthetic import photo_clip_frames, real_face_photo, synthetic_voice, write_clip
+frames, _ = photo_clip_frames(real_face_photo(), 16 * 25, (720, 1280))
+write_clip(sys.argv[1], frames, fps=25, audio=synthetic_voice(16.0), channels=2)
+"""
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs (after one warm-up run)")
+    parser.add_argument("--face-detector", default="opencv-haar", help="detector of the processor")
+    parser.add_argument(
+        "--detection-size", type=int, default=320, help="longest side frames are shrunk to for detection"
+    )
+    args = parser.parse_args()
+
+    from modeling_nanoemox import NanoEmoXConfig, NanoEmoXProcessor
+    from modeling_nanoemox.tiny import build_tiny_tokenizer
+
+    processor = NanoEmoXProcessor.from_model_config(
+        NanoEmoXConfig(),
+        build_tiny_tokenizer(),
+        face_detector=args.face_detector,
+        face_detection_max_side=args.detection_size,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        clip = Path(folder) / "clip.mp4"
+        subprocess.run([sys.executable, "-c", MAKE_CLIP, str(clip)], check=True)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        processor(videos=clip, text="I can't believe it, this is wonderful!", task="mer")  # warm-up
+        timings = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            outputs = processor(videos=clip, text="I can't believe it, this is wonderful!", task="mer")
+            timings.append(time.perf_counter() - start)
+        stages = {}
+        from nanoemox_processing.media_nanoemox import decode_audio, decode_video
+
+        start = time.perf_counter()
+        decoded = decode_video(clip, 8, processor.max_frame_side)
+        stages["decode 8 frames"] = time.perf_counter() - start
+        start = time.perf_counter()
+        processor._prepare_frames(decoded)
+        stages["CLIP preprocessing"] = time.perf_counter() - start
+        start = time.perf_counter()
+        processor._prepare_faces(decoded, None)
+        stages["face detection + crops"] = time.perf_counter() - start
+        start = time.perf_counter()
+        decode_audio(clip, 16000)
+        stages["audio decode + resample"] = time.perf_counter() - start
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    median = statistics.median(timings)
+    lines = [
+        f"command: {' '.join(sys.argv)}",
+        f"cpu: {cpu_model()} ({torch.get_num_threads()} torch threads), python {platform.python_version()}",
+        f"face detector: {args.face_detector} at {args.detection_size} px",
+        "clip: 16 s, 1280x720, 25 fps, h264 + stereo aac; outputs: "
+        + ", ".join(f"{k} {tuple(v.shape)}" for k, v in outputs.items()),
+        f"per clip: median {median * 1000:.0f} ms, min {min(timings) * 1000:.0f} ms over {args.repeats} runs",
+        f"throughput: {1 / median:.2f} clips/s (target >= 2)",
+        f"peak RSS: {peak:.0f} MB (of which {rss_before:.0f} MB before the first clip: Python, torch, transformers, "
+        "the processor; target < 600 MB)",
+        "stages (one run each): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
