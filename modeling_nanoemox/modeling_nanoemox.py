@@ -663,7 +663,11 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
             features, masks, fusion_gate_weights, tower_features = self.encode_modalities(
                 input_ids.shape[0], input_ids.device, **media
             )
-            inputs_embeds = self._merge_modalities(input_ids, inputs_embeds, features, masks)
+            # Decoding steps extend a prompt whose media are in the cache already: a placeholder id there (sampled by
+            # an undertrained model) is an ordinary token, not a slot waiting for features.
+            decoding = cache is not None and cache.get_seq_length() > 0 and not masks
+            if not decoding:
+                inputs_embeds = self._merge_modalities(input_ids, inputs_embeds, features, masks)
             if self.training and self.encode_absent_modalities:
                 cached = any(media[f"{m}_tower_features"] is not None for m in ("video", "face", "audio"))
                 absent = self._absent_modalities_pass(tower_features, features, cached, inputs_embeds.device)
@@ -871,6 +875,8 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
         if face_encoder is not None:
             model.model.face_encoder.load_state_dict(face_encoder.state_dict())
         model.generation_config = language_model.generation_config
+        # A placeholder is an input slot, never an answer token.
+        model.generation_config.suppress_tokens = sorted(config.modality_token_ids.values())
         if dtype is not None:
             model = model.to(dtype)
         return (model, tokenizer) if return_tokenizer else model

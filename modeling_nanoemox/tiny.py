@@ -77,6 +77,7 @@ def build_tiny(seed: int = 0) -> tuple[NanoEmoXForConditionalGeneration, NanoEmo
     model = NanoEmoXForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.suppress_tokens = sorted(config.modality_token_ids.values())
     processor = NanoEmoXProcessor.from_model_config(config, tokenizer, max_length=512)
     return model, processor
 

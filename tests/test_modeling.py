@@ -6,6 +6,7 @@ from transformers import AutoModel, AutoModelForCausalLM
 
 from helpers import make_batch
 from modeling_nanoemox import NanoEmoXConfig, NanoEmoXForConditionalGeneration
+from modeling_nanoemox.modeling_nanoemox import CACHE_NAME
 from modeling_nanoemox.phases import PHASES, is_trainable
 
 
@@ -256,3 +257,15 @@ def test_full_size_parameter_counts_on_meta_device():
     assert info["phases"]["2"]["trainable"] == heads
     assert info["phases"]["3"]["trainable"] == heads + info["phases"]["3"]["lora"]
     assert info["tokens_per_clip"]["total"] == 69
+
+
+def test_a_sampled_placeholder_token_does_not_break_decoding(tiny_model, config):
+    inputs = make_batch(config, [{"audio"}])
+    with torch.no_grad():
+        prefill = tiny_model(**inputs, use_cache=True)
+        cache = prefill.cache if hasattr(prefill, "cache") else prefill.past_key_values
+        step = torch.tensor([[config.audio_token_id]])
+        mask = torch.cat([inputs["attention_mask"], torch.ones(1, 1, dtype=torch.long)], dim=1)
+        out = tiny_model(input_ids=step, attention_mask=mask, **{CACHE_NAME: cache})
+    assert out.logits.shape == (1, 1, config.text_config.vocab_size)
+    assert sorted(tiny_model.generation_config.suppress_tokens) == sorted(config.modality_token_ids.values())

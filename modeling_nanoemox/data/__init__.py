@@ -28,6 +28,7 @@ from .chain_of_empathy import (
     format_chain_of_empathy,
     parse_chain_of_empathy,
 )
+from .synthetic_dataset import build_synthetic_dataset, chance_levels, label_from_cues
 
 __all__ = [
     "FIELDS",
@@ -56,4 +57,7 @@ __all__ = [
     "fill_erg_targets",
     "format_chain_of_empathy",
     "parse_chain_of_empathy",
+    "build_synthetic_dataset",
+    "chance_levels",
+    "label_from_cues",
 ]
