@@ -34,6 +34,7 @@ resumes from the last checkpoint of the unfinished phase when relaunched with th
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -106,6 +107,13 @@ class P2EArguments:
     )
     evaluate: bool = field(
         default=False, metadata={"help": "After phase 3, evaluate OUTPUT_DIR/final on DATA_ROOT/test.jsonl."}
+    )
+    emotion_wheel: str | None = field(
+        default=None,
+        metadata={
+            "help": "Emotion-wheel folder for the OV-MER / MER-hit-rate metrics of --evaluate (default: "
+            "$NANOEMOX_EMOTION_WHEEL; without it OV-MER is scored on exact words)."
+        },
     )
     num_train_samples: int = field(default=420, metadata={"help": "Embedded recipe: generated training samples."})
     num_test_samples: int = field(default=140, metadata={"help": "Embedded recipe: generated held-out samples."})
@@ -269,9 +277,20 @@ def evaluate(output_dir: Path, data_root: str, args: P2EArguments) -> dict:
     samples, _ = load_manifest(test, media_root=args.media_root)
     chance_path = Path(data_root) / "chance.json"
     chance = json.loads(chance_path.read_text()) if chance_path.is_file() else {}
+    wheel = args.emotion_wheel or os.environ.get("NANOEMOX_EMOTION_WHEEL")
+    # Offline stand-ins where the benchmark needs outside resources: exact words without the emotion wheel, lexical
+    # overlap instead of an LLM judge for ERI. Both are labelled as such in the results.
+    score_kwargs = {
+        "ovmer": {"emotion_wheel": wheel or "none"},
+        "mer": {"emotion_wheel": wheel},
+        "eri": {"judge": "none"},
+    }
     results = {}
     for task in sorted({s.task for s in samples}):
-        result = run_evaluation(model, processor, test, task, output_dir / "eval" / task, batch_size=8, plots=False)
+        result = run_evaluation(
+            model, processor, test, task, output_dir / "eval" / task, batch_size=8, plots=False,
+            score_kwargs=score_kwargs.get(task),
+        )  # fmt: skip
         results[task] = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
     results["chance"] = chance
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))

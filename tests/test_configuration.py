@@ -55,10 +55,10 @@ def test_round_trip_through_dict_and_json(tmp_path, factory):
 
 
 def test_sub_configs_accept_dicts_and_configs():
-    config = NanoEmoXConfig.tiny(text_config={"model_type": "llama", "vocab_size": 600, "hidden_size": 32,
+    config = NanoEmoXConfig.tiny(text_config={"model_type": "llama", "vocab_size": 1100, "hidden_size": 32,
                                               "intermediate_size": 64, "num_hidden_layers": 1,
                                               "num_attention_heads": 2, "num_key_value_heads": 1})  # fmt: skip
-    assert config.text_config.model_type == "llama" and config.text_config.vocab_size == 600
+    assert config.text_config.model_type == "llama" and config.text_config.vocab_size == 1100
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                               image_size=32, patch_size=8)  # fmt: skip
     assert NanoEmoXConfig.tiny(vision_config=vision).vision_config is vision
@@ -74,7 +74,7 @@ def test_sub_configs_accept_dicts_and_configs():
         ({"fusion_hidden_size": 30}, "divisible by `fusion_num_heads`"),
         ({"face_num_heads": 3}, "divisible by `face_num_heads`"),
         ({"num_face_tokens": 0}, "`num_face_tokens` must be a positive integer, got 0"),
-        ({"video_token_id": 4000}, "outside the language model's vocabulary of 512"),
+        ({"video_token_id": 4000}, "outside the language model's vocabulary of 1024"),
         ({"audio_token_id": 508, "video_token_id": 508}, "must be distinct"),
         ({"text_config": {"model_type": "no-such-model"}}, "model_type='no-such-model'"),
     ],

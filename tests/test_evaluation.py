@@ -401,3 +401,21 @@ def test_erg_reads_the_speaker_emotion_of_our_chain_of_empathy():
     assert extract_speaker_emotion(answer) == "frustrated"
     authors_phrase = "<think>2. Speaker emotion: The emotion of the speaker is sad.</think> I'm sorry."
     assert extract_speaker_emotion(authors_phrase) == "sad"
+
+
+def test_offline_fallbacks_for_ovmer_and_eri():
+    from modeling_nanoemox.evaluation import score
+
+    ovmer = score(
+        "ovmer",
+        [{"id": 1, "prediction": "The character's emotional state is happy, excited."},
+         {"id": 2, "prediction": "I think she might be upset about it"}],
+        [{"id": 1, "reference": ["happy", "joyful"]}, {"id": 2, "reference": "sad"}],
+        emotion_wheel="none",
+    )  # fmt: skip
+    assert ovmer["metrics"]["exact_precision"] == pytest.approx(0.25)
+    assert ovmer["metrics"]["exact_recall"] == pytest.approx(0.25)
+    assert ovmer["meta"]["n_pred_free_text_unscored"] == 1
+    eri = score("eri", [{"id": 1, "prediction": "she smiles, happy"}], [{"id": 1, "reference": "she smiles, happy"}],
+                judge="none")  # fmt: skip
+    assert eri["metrics"]["rouge_l"] == pytest.approx(1.0) and "lexical" in eri["meta"]["judge"]

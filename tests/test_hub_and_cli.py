@@ -81,7 +81,7 @@ def components(tmp_path_factory):
     """Tiny component checkpoints saved locally, as Hub checkpoints would be."""
     root = tmp_path_factory.mktemp("components")
     tokenizer = build_tiny_tokenizer(with_modality_tokens=False)
-    text_config = Qwen2Config(vocab_size=600, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    text_config = Qwen2Config(vocab_size=1100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)  # fmt: skip
     torch.manual_seed(1)
     Qwen2ForCausalLM(text_config).save_pretrained(root / "text")
@@ -114,7 +114,7 @@ def test_from_components_copies_weights_and_adds_placeholders(components):
         "<|emox_audio|>",
     ]
     assert tokenizer.fusion_token == "<|emox_fusion|>"
-    assert model.get_input_embeddings().weight.shape[0] == 600  # room left in the vocabulary: no resize
+    assert model.get_input_embeddings().weight.shape[0] == 1100  # room left in the vocabulary: no resize
     text = Qwen2ForCausalLM.from_pretrained(components / "text")
     torch.testing.assert_close(
         model.model.language_model.layers[1].mlp.up_proj.weight, text.model.layers[1].mlp.up_proj.weight

@@ -125,6 +125,8 @@ def score_ovmer(predictions, references, *, emotion_wheel, level: str = "level1"
 
     `predictions` and `references` are the bare values, already aligned by id (see [`score`]).
     """
+    if emotion_wheel == "none":
+        return _score_ovmer_exact(predictions, references)
     wheel = _require_wheel(emotion_wheel, "ovmer")
     gold, pred, meta = _label_inputs(predictions, references, wheel, extractor)
     table = emotion_wheel_overlap(gold, pred, wheel)
@@ -144,6 +146,31 @@ def score_ovmer(predictions, references, *, emotion_wheel, level: str = "level1"
     for w in WHEELS:
         meta[f"n_scored_{w}"] = table[f"{w}_{level}"]["n_scored"]
     return {"metrics": metrics, "meta": meta, "details": {"groupings": table}}
+
+
+def _score_ovmer_exact(predictions, references) -> dict:
+    """Set overlap of exact (lower-cased) emotion words, for runs without the emotion-wheel resources: comparable
+    between models scored the same way, not with published OV-MER numbers."""
+    gold = parse_label_references(references)
+    pred, unparsed = [], 0
+    for value in predictions:
+        try:
+            pred.append(parse_label_predictions([value], extractor=None)[0][0])
+        except ValueError:  # free text: without the wheel's lexicon there is no extractor; it scores as empty
+            pred.append([])
+            unparsed += 1
+    precision, recall = [], []
+    for g, p in zip(gold, pred):
+        g, p = {w.lower() for w in g}, {w.lower() for w in p}
+        if not g:
+            continue
+        precision.append(len(g & p) / len(p) if p else 0.0)
+        recall.append(len(g & p) / len(g))
+    mean_p, mean_r = _mean(precision), _mean(recall)
+    f = 2 * mean_p * mean_r / (mean_p + mean_r) if mean_p and mean_r else 0.0
+    meta = {"emotion_wheel": "none (exact words)", "n_pred_free_text_unscored": unparsed}
+    return {"metrics": {"exact_f_score": f, "exact_precision": mean_p, "exact_recall": mean_r}, "meta": meta,
+            "details": {}}  # fmt: skip
 
 
 def score_mer(
@@ -367,23 +394,35 @@ def score_erg(predictions, references) -> dict:
     metrics["bleu"] = metrics["rouge_l"] = None
     meta["n_reference_replies"] = len(with_reference)
     if with_reference:
-        import sacrebleu
-        from rouge_score import rouge_scorer
-
-        hyps = [replies[i] for i in with_reference]
-        refs = [gold_responses[i] for i in with_reference]
-        bleu = sacrebleu.metrics.BLEU()
-        metrics["bleu"] = bleu.corpus_score(hyps, [refs]).score / 100.0
-        meta["bleu_signature"] = str(bleu.get_signature())
-        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-        metrics["rouge_l"] = float(np.mean([scorer.score(r, h)["rougeL"].fmeasure for r, h in zip(refs, hyps)]))
-        meta["rouge_l_variant"] = "rouge-score rougeL F1, Porter stemmer, mean over replies"
+        overlap = text_overlap([replies[i] for i in with_reference], [gold_responses[i] for i in with_reference])
+        metrics.update(overlap["metrics"])
+        meta.update(overlap["meta"])
 
     labels = [*COARSE_CLASSES, "(none)"]
     matrix = confusion_matrix(
         [g or "(none)" for g in gold_coarse], [p or "(none)" for p in pred_coarse], labels
     ).tolist()
     return {"metrics": metrics, "meta": meta, "details": {"confusion": {"labels": labels, "matrix": matrix}}}
+
+
+def text_overlap(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """Corpus BLEU (sacrebleu, as a fraction) and mean ROUGE-L F1 (rouge-score, Porter stemmer)."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    bleu = sacrebleu.metrics.BLEU()
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge = [scorer.score(r, h)["rougeL"].fmeasure for r, h in zip(references, hypotheses)]
+    return {
+        "metrics": {
+            "bleu": bleu.corpus_score(list(hypotheses), [list(references)]).score / 100.0,
+            "rouge_l": float(np.mean(rouge)),
+        },  # fmt: skip
+        "meta": {
+            "bleu_signature": str(bleu.get_signature()),
+            "rouge_l_variant": "rouge-score rougeL F1, Porter stemmer, mean over texts",
+        },
+    }
 
 
 def _rationale(reference) -> str:
@@ -399,9 +438,19 @@ def _rationale(reference) -> str:
 
 
 def score_eri(predictions, references, *, judge) -> dict:
-    """ERI: LLM-judged clue overlap and label overlap (1–10)."""
+    """ERI: LLM-judged clue overlap and label overlap (1–10). With `judge="none"` only the lexical overlap with the
+    gold rationale (BLEU, ROUGE-L) is computed — no substitute for the judge, but an offline signal."""
     if judge is None:
-        raise ValueError("Task 'eri' needs an LLM judge: pass judge= (an ERIJudge or ChatBackend) / --judge")
+        raise ValueError(
+            "Task 'eri' needs an LLM judge: pass judge= (an ERIJudge or ChatBackend) / --judge, or judge='none' for "
+            "lexical overlap only"
+        )
+    if judge == "none":
+        gold = [_rationale(r) for r in references]
+        pred = [" ".join(map(str, p)) if isinstance(p, (list, tuple)) else str(p or "") for p in predictions]
+        overlap = text_overlap(pred, gold)
+        return {"metrics": overlap["metrics"], "meta": {"judge": "none (lexical overlap only)", **overlap["meta"]},
+                "details": {}}  # fmt: skip
     if isinstance(judge, ChatBackend):
         judge = ERIJudge(judge)
     if not isinstance(judge, ERIJudge):
