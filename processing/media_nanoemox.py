@@ -252,6 +252,34 @@ def frames_from_array(frames, max_side: int = 1280) -> DecodedVideo:
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".webp")
 
 
+def image_folder_paths(path: Path) -> list[Path]:
+    """The images of a frame folder, in name order; `MediaError` when there is none."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise MediaError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder.")
+    return files
+
+
+def load_images(files: list[Path]) -> list[np.ndarray]:
+    from PIL import Image
+
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except OSError as error:
+            raise MediaDecodeError(f"{file}: not a readable image ({error}).") from None
+    return images
+
+
+def decode_frame_folder(path, num_frames: int = 8, max_side: int = 1280) -> DecodedVideo:
+    """A clip stored as a folder of frame images (e.g. FERV39k): `num_frames` of them, sampled uniformly by name."""
+    files = image_folder_paths(Path(path))
+    chosen = [files[i] for i in sample_indices(len(files), num_frames)]
+    return frames_from_array(load_images(chosen), max_side)
+
+
 def load_face_crops(source) -> np.ndarray:
     """
     Face crops made beforehand (e.g. OpenFace's aligned faces): a folder of images (sorted by name, one per frame),
@@ -260,12 +288,7 @@ def load_face_crops(source) -> np.ndarray:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            from PIL import Image
-
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise MediaError(f"{path}: no face images ({', '.join(IMAGE_SUFFIXES)}) in the folder.")
-            source = [np.asarray(Image.open(file).convert("RGB")) for file in files]
+            source = load_images(image_folder_paths(path))
         elif path.suffix == ".npy" and path.is_file():
             source = np.load(path, allow_pickle=False)
         elif not path.exists():

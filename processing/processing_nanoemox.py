@@ -33,6 +33,7 @@ from .media_nanoemox import (
     audio_duration,
     clip_spans,
     decode_audio,
+    decode_frame_folder,
     decode_video,
     frames_from_array,
     load_face_crops,
@@ -219,6 +220,8 @@ class NanoEmoXProcessor(ProcessorMixin):
     # ---- media ---------------------------------------------------------------------------------------------
 
     def _load_video(self, video) -> DecodedVideo | None:
+        if isinstance(video, (str, os.PathLike)) and os.path.isdir(video):
+            return decode_frame_folder(video, self.num_frames, self.max_frame_side)
         if isinstance(video, (str, os.PathLike, bytes, bytearray)):
             return decode_video(video, self.num_frames, self.max_frame_side)
         decoded = frames_from_array(video, self.max_frame_side)
@@ -304,7 +307,9 @@ class NanoEmoXProcessor(ProcessorMixin):
                 elif not sample.face_detected.all():
                     missing = int((~sample.face_detected).sum())
                     sample.notes.append(f"no face found in {missing} of {len(sample.face_detected)} frames")
-        if audio is None and isinstance(video, (str, os.PathLike, bytes, bytearray)):
+        if audio is None and isinstance(video, (str, os.PathLike)) and os.path.isdir(video):
+            sample.notes.append("no audio given for a folder of frames; continuing without audio")
+        elif audio is None and isinstance(video, (str, os.PathLike, bytes, bytearray)):
             sample.audio = self._load_audio(video, None)
             if sample.audio is None:
                 sample.notes.append("no audio given and the video has no audio track; continuing without audio")
@@ -449,8 +454,8 @@ class NanoEmoXProcessor(ProcessorMixin):
     ) -> BatchFeature:
         r"""
         Args:
-            videos: per sample a path, the file's bytes, an array `(num_frames, H, W, 3)` or a list of frames, or
-                `None`; a list of those for a batch.
+            videos: per sample a video path, a folder of frame images, the file's bytes, an array
+                `(num_frames, H, W, 3)` or a list of frames, or `None`; a list of those for a batch.
             audio: per sample a path, bytes, `(waveform, sampling_rate)`, or a waveform with `sampling_rate=`; `None`
                 uses the video's own audio track when it has one.
             text: subtitle / utterance (ERG: the user's current input), `str` or bytes.

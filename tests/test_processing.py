@@ -394,3 +394,17 @@ def test_processor_round_trip_and_answer_split(tiny_processor, tmp_path):
     b = loaded(text="same", task="mer")
     assert a["input_ids"].tolist() == b["input_ids"].tolist()
     assert NanoEmoXProcessor.split_chain_of_empathy("<think> sad </think> I'm here.") == ("sad", "I'm here.")
+
+
+def test_a_folder_of_frames_is_a_video(tiny_processor, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for index, frame in enumerate(indexed_frames(16)):
+        Image.fromarray(frame).save(folder / f"{index:05d}.png")
+    (folder / "notes.txt").write_text("not a frame")
+    decoded = tiny_processor._load_video(folder)
+    assert red_index(decoded.frames).tolist() == [0, 2, 4, 6, 8, 10, 12, 14]
+    inputs = tiny_processor(videos=folder, task="mer")
+    assert inputs["video_mask"].tolist() == [True] and "audio_values" not in inputs
