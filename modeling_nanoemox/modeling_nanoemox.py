@@ -665,7 +665,9 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
             )
             # Decoding steps extend a prompt whose media are in the cache already: a placeholder id there (sampled by
             # an undertrained model) is an ordinary token, not a slot waiting for features.
-            decoding = cache is not None and cache.get_seq_length() > 0 and not masks
+            # A one-token step is decided from shapes alone, which keeps compiled static-cache decoding free of
+            # host syncs; longer continuations ask the cache.
+            decoding = not masks and cache is not None and (input_ids.shape[1] == 1 or cache.get_seq_length() > 0)
             if not decoding:
                 inputs_embeds = self._merge_modalities(input_ids, inputs_embeds, features, masks)
             if self.training and self.encode_absent_modalities:

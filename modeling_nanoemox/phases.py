@@ -2,7 +2,8 @@
 """What each phase of the Perception-to-Empathy (P2E) curriculum trains (DESIGN §4).
 
 Freezing is a recipe decision expressed as parameter-name prefixes of `NanoEmoXForConditionalGeneration`; the model
-itself has no notion of phases.
+itself has no notion of phases. This module needs neither TRL nor the processor (benchmarks import it on machines
+that have only torch, transformers and PEFT).
 
 Phases 2 and 3 train every module between the frozen towers and the LLM ("adapters + fusion" in DESIGN's wording): the
 video and audio heads (Q-Former, queries, position embeddings, adapter), the face head (queries, attention, adapter),
@@ -46,6 +47,37 @@ PHASES: dict[str, Phase] = {
 
 def is_trainable(parameter_name: str, phase: Phase) -> bool:
     return parameter_name.startswith(phase.trainable_prefixes)
+
+
+def freeze_for_phase(model, phase: Phase, trainable_prefixes: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Trains exactly the parameters under the phase's prefixes; returns `{"trainable": n, "frozen": m}`."""
+    prefixes = tuple(trainable_prefixes or phase.trainable_prefixes)
+    counts = {"trainable": 0, "frozen": 0}
+    for name, parameter in model.named_parameters():
+        trainable = name.startswith(prefixes)
+        parameter.requires_grad_(trainable)
+        counts["trainable" if trainable else "frozen"] += parameter.numel()
+    if counts["trainable"] == 0:
+        raise ValueError(f"No parameter matches the trainable prefixes {prefixes}.")
+    return counts
+
+
+def apply_lora(model, rank: int = LORA_RANK, alpha: int = LORA_ALPHA, dropout: float = LORA_DROPOUT):
+    """
+    Wraps the model with PEFT LoRA on the LLM's q, k, v, o, gate, up and down projections (nowhere else) and keeps the
+    modality heads trainable as `modules_to_save`, so the adapter folder carries everything phase 3 trains.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=LORA_TARGET_REGEX,
+        modules_to_save=list(HEAD_MODULES),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
 
 
 def lora_parameter_count(text_config, rank: int = LORA_RANK, targets=LORA_TARGET_MODULES) -> int:

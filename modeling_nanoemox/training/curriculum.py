@@ -14,7 +14,7 @@ from transformers.utils import logging
 from trl import SFTTrainer
 
 from ..modeling_nanoemox import NanoEmoXForConditionalGeneration
-from ..phases import HEAD_MODULES, LORA_TARGET_REGEX, PHASES, Phase
+from ..phases import PHASES, Phase
 from .sampler import MixtureSampler
 
 logger = logging.get_logger(__name__)
@@ -44,37 +44,6 @@ def copy_head_weights(target, source, prefixes: tuple[str, ...]) -> int:
                 )
             target_parameters[name].copy_(value)
     return len(source_state)
-
-
-def freeze_for_phase(model, phase: Phase, trainable_prefixes: tuple[str, ...] | None = None) -> dict[str, int]:
-    """Trains exactly the parameters under the phase's prefixes; returns `{"trainable": n, "frozen": m}`."""
-    prefixes = tuple(trainable_prefixes or phase.trainable_prefixes)
-    counts = {"trainable": 0, "frozen": 0}
-    for name, parameter in model.named_parameters():
-        trainable = name.startswith(prefixes)
-        parameter.requires_grad_(trainable)
-        counts["trainable" if trainable else "frozen"] += parameter.numel()
-    if counts["trainable"] == 0:
-        raise ValueError(f"No parameter matches the trainable prefixes {prefixes}.")
-    return counts
-
-
-def apply_lora(model, rank: int, alpha: int, dropout: float):
-    """
-    Wraps the model with PEFT LoRA on the LLM's q, k, v, o, gate, up and down projections (nowhere else) and keeps the
-    modality heads trainable as `modules_to_save`, so the adapter folder carries everything phase 3 trains.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=LORA_TARGET_REGEX,
-        modules_to_save=list(HEAD_MODULES),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
 
 
 def save_phase(model, processor, phase_dir: Path) -> Path:
