@@ -67,8 +67,10 @@ CHINESE_HUBERT_LARGE = {
     "num_conv_pos_embeddings": 128,
     "num_conv_pos_embedding_groups": 16,
     "do_stable_layer_norm": True,
-    # The tower is a frozen feature extractor: SpecAugment-style masking would make features depend on the mode.
+    # The tower is a frozen feature extractor: SpecAugment-style masking would make features depend on the mode, and
+    # LayerDrop would change which hidden states exist (Nano-EmoX reads layers by index).
     "apply_spec_augment": False,
+    "layerdrop": 0.0,
     "vocab_size": 32,
 }
 SWIN_B = {

@@ -862,7 +862,7 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
         config_kwargs = {
             "text_config": text_config.to_dict(),
             "vision_config": vision_tower.config.to_dict(),
-            "audio_config": {**audio_tower.config.to_dict(), "apply_spec_augment": False},
+            "audio_config": {**audio_tower.config.to_dict(), "apply_spec_augment": False, "layerdrop": 0.0},
             **{f"{modality}_token_id": token_id for modality, token_id in token_ids.items()},
             **(config_overrides or {}),
         }

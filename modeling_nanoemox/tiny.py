@@ -97,6 +97,81 @@ def build_tiny(seed: int = 0) -> tuple[NanoEmoXForConditionalGeneration, NanoEmo
     return model, processor
 
 
+def pretrain_towers(
+    model: NanoEmoXForConditionalGeneration,
+    processor: NanoEmoXProcessor,
+    samples,
+    face_labels: dict[str, str],
+    voice_labels: dict[str, str],
+    steps: int = 150,
+    batch_size: int = 16,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """
+    Gives a tiny model's random towers a short supervised pre-training, standing in for the large-scale pre-training
+    the released towers (CLIP, HuBERT, FaceXFormer) come with: the vision tower and the face encoder learn the face's
+    expression, the audio tower the voice's emotion, each through a temporary linear probe on exactly the features
+    Nano-EmoX reads. Frozen random towers pass almost nothing on (a linear probe on their features is barely above
+    the majority class), and no head could learn from them.
+
+    Only the embedded training run uses this, on its generated training split; the towers are frozen again afterwards.
+
+    Returns:
+        The probes' final training accuracy per tower.
+    """
+    import numpy as np
+    from torch import nn
+
+    inner = model.model
+    samples = [s for s in samples if s.video is not None and s.id in face_labels and s.id in voice_labels]
+    if not samples:
+        raise ValueError("No sample has a video and both face and voice labels.")
+    classes = sorted({*face_labels.values(), *voice_labels.values()})
+    index = {label: i for i, label in enumerate(classes)}
+    frames, faces, audio = [], [], []
+    for start in range(0, len(samples), 32):
+        chunk = samples[start : start + 32]
+        batch = processor(videos=[s.video for s in chunk], text=[""] * len(chunk), task=["msa"] * len(chunk))
+        frames.append(batch["pixel_values_videos"][:, ::2])  # 4 of the 8 frames are enough for a probe
+        faces.append(batch["face_pixel_values"][:, ::2])
+        audio.append(batch["audio_values"][:, ::4])  # 2 of the 8 clips
+    frames, faces, audio = torch.cat(frames), torch.cat(faces), torch.cat(audio)
+    face_targets = torch.tensor([index[face_labels[s.id]] for s in samples])
+    voice_targets = torch.tensor([index[voice_labels[s.id]] for s in samples])
+
+    towers = (inner.vision_tower, inner.face_encoder, inner.audio_tower)
+    probes = nn.ModuleDict(
+        {
+            "video": nn.Linear(model.config.vision_config.hidden_size, len(classes)),
+            "face": nn.Linear(model.config.face_config.hidden_size, len(classes)),
+            "audio": nn.Linear(model.config.audio_config.hidden_size, len(classes)),
+        }
+    )
+    for tower in towers:
+        tower.requires_grad_(True)  # eval mode stays: no dropout, and the towers read their layers by index
+    parameters = [p for tower in towers for p in tower.parameters()] + list(probes.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
+    generator = np.random.default_rng(seed)
+    correct = {}
+    for _ in range(steps):
+        rows = torch.from_numpy(generator.choice(len(samples), size=min(batch_size, len(samples)), replace=False))
+        logits = {
+            "video": probes["video"](inner.get_video_tower_features(frames[rows])[:, :, 0].mean(dim=1)),
+            "face": probes["face"](inner.get_face_tower_features(faces[rows]).mean(dim=1)),
+            "audio": probes["audio"](inner.get_audio_tower_features(audio[rows])[:, :, 0].mean(dim=1)),
+        }
+        targets = {"video": face_targets[rows], "face": face_targets[rows], "audio": voice_targets[rows]}
+        loss = sum(nn.functional.cross_entropy(logits[m], targets[m]) for m in logits)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        correct = {m: (logits[m].argmax(-1) == targets[m]).float().mean().item() for m in logits}
+    for tower in towers:
+        tower.requires_grad_(False)
+    return correct
+
+
 def create_tiny(output_dir: str | Path, seed: int = 0) -> Path:
     """Writes a tiny model + processor folder loadable with the Auto classes (`trust_remote_code=True`)."""
     output_dir = Path(output_dir)

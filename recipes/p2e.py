@@ -152,14 +152,24 @@ def phase_configs(argv: list[str]) -> list[tuple[str, P2EArguments, SFTConfig, M
 def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
     """Generates the embedded dataset and a tiny start model (once); returns (data_root, start model folder)."""
     from modeling_nanoemox.data.synthetic_dataset import build_synthetic_dataset
-    from modeling_nanoemox.tiny import create_tiny
+    from modeling_nanoemox.tiny import build_tiny, pretrain_towers
 
     data_root = output_dir / "data"
     if not (data_root / "train.jsonl").is_file():
         build_synthetic_dataset(data_root, num_train=args.num_train_samples, num_test=args.num_test_samples, seed=0)
     start = output_dir / "start"
     if not (start / "config.json").is_file():
-        create_tiny(start, seed=0)
+        # The released towers come pretrained; the tiny ones get a short supervised pre-training on the generated
+        # training split instead (modeling_nanoemox.tiny.pretrain_towers), then stay frozen like the real ones.
+        model, processor = build_tiny(seed=0)
+        samples, _ = load_manifest(data_root / "train.jsonl")
+        cues = [json.loads(line) for line in (data_root / "cues.jsonl").read_text().splitlines()]
+        accuracy = pretrain_towers(
+            model, processor, samples, {c["id"]: c["face"] for c in cues}, {c["id"]: c["voice"] for c in cues}
+        )
+        logger.warning(f"Tiny towers pre-trained (probe accuracy on the training split: {accuracy}).")
+        model.save_pretrained(start)
+        processor.save_pretrained(start)
     return str(data_root), str(start)
 
 

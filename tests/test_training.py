@@ -252,3 +252,18 @@ def test_two_processes_with_gloo_finish_with_identical_parameters(small_data, ti
     start = load_strict(tiny_dir)
     trained = load_strict(out / "phase_1.1" / "final")
     assert not torch.equal(trained.model.audio_head.projector.weight, start.model.audio_head.projector.weight)
+
+
+def test_tower_pretraining_changes_and_refreezes_the_towers(small_data):
+    from modeling_nanoemox.tiny import build_tiny, pretrain_towers
+
+    model, processor = build_tiny(seed=1)
+    samples, _ = load_manifest(small_data / "train.jsonl", tasks={"mer"})
+    labels = {s.id: s.reference for s in samples}
+    before = model.model.vision_tower.embeddings.patch_embedding.weight.clone()
+    accuracy = pretrain_towers(model, processor, samples, labels, labels, steps=3, batch_size=4)
+    assert set(accuracy) == {"video", "face", "audio"}
+    assert not torch.equal(before, model.model.vision_tower.embeddings.patch_embedding.weight)
+    towers = (model.model.vision_tower, model.model.audio_tower, model.model.face_encoder)
+    assert not any(p.requires_grad for tower in towers for p in tower.parameters())
+    assert not any(tower.training for tower in towers)
