@@ -17,17 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model
+
 from modeling_nanoemox.evaluation import EmotionWheel, flat_scores, score
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def usable_cores() -> int:

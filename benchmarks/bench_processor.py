@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import cpu_model
 
 # Run in a child process, so that generating the 400 HD frames does not count towards the processor's memory.
 MAKE_CLIP = """
@@ -27,16 +28,6 @@ from modeling_nanoemox.synthetic import photo_clip_frames, real_face_photo, synt
 frames, _ = photo_clip_frames(real_face_photo(), 16 * 25, (720, 1280))
 write_clip(sys.argv[1], frames, fps=25, audio=synthetic_voice(16.0), channels=2)
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

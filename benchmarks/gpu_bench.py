@@ -55,6 +55,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from _machine import cpu_model
 from transformers import CompileConfig
 from transformers.generation.streamers import BaseStreamer
 
@@ -115,16 +116,6 @@ def load_model_code(package_dir: Path = MODEL_PACKAGE_DIR):
 # ----------------------------------------------------------------------------------------------------------------
 # Environment, timing, memory
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def package_version(name: str) -> str:

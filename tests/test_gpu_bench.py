@@ -123,6 +123,9 @@ def test_no_module_missing_from_the_gpu_image_is_imported(run):
 
 
 def load_bench():
+    # Run as a script, the benchmark finds its sibling `_machine.py` on sys.path; imported here, it needs the folder.
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("gpu_bench_under_test", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

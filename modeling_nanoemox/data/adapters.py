@@ -136,6 +136,25 @@ class _Collector:
         if sample.target is None:
             self.untargeted.append(sample.id)
 
+    def add_seven_class(self, sample_id: str, label, **fields) -> None:
+        """Adds a `mer` sample over the seven-label set of M3ED / CAER / FERV39k, or skips the row when its label is
+        not one of them."""
+        emotion = _seven_class(label)
+        if emotion is None:
+            self.skip(sample_id, f"emotion {label!r} is not one of {SEVEN_LABELS}")
+            return
+        self.add(
+            Sample(
+                id=sample_id,
+                task="mer",
+                dataset=self.dataset,
+                candidates=list(SEVEN_LABELS),
+                target=mer_target(emotion),
+                reference=emotion,
+                **fields,
+            )
+        )
+
     def skip(self, row_id, reason: str) -> None:
         key, n = str(row_id), 2
         while key in self.skipped:
@@ -394,22 +413,12 @@ def read_m3ed(
                 out.skip(row, media)
                 continue
             name, stem = _stem(media)
-            emotion = _seven_class(label)
-            if emotion is None:
-                out.skip(stem, f"emotion {label!r} is not one of {SEVEN_LABELS}")
-                continue
-            out.add(
-                Sample(
-                    id=stem,
-                    task="mer",
-                    dataset=dataset,
-                    audio=_media(audio_dir, name),
-                    video=_media(video_dir, stem + video_ext),
-                    text=user.strip() or None,
-                    candidates=list(SEVEN_LABELS),
-                    target=mer_target(emotion),
-                    reference=emotion,
-                )
+            out.add_seven_class(
+                stem,
+                label,
+                audio=_media(audio_dir, name),
+                video=_media(video_dir, stem + video_ext),
+                text=user.strip() or None,
             )
         return out.finish()
     if not isinstance(data, dict):
@@ -438,23 +447,13 @@ def read_m3ed(
                     out.skip(utterance_id, "utterance lacks 'Speaker' or 'EmoAnnotation.final_main_emo'")
                     continue
                 sample_id = f"{speaker}_{utterance_id}"
-                emotion = _seven_class(label)
-                if emotion is None:
-                    out.skip(sample_id, f"emotion {label!r} is not one of {SEVEN_LABELS}")
-                    continue
                 text = utterance.get("Text")
-                out.add(
-                    Sample(
-                        id=sample_id,
-                        task="mer",
-                        dataset=dataset,
-                        audio=_media(audio_dir, sample_id + ".wav"),
-                        video=_media(video_dir, sample_id + video_ext),
-                        text=text.strip() if isinstance(text, str) and text.strip() else None,
-                        candidates=list(SEVEN_LABELS),
-                        target=mer_target(emotion),
-                        reference=emotion,
-                    )
+                out.add_seven_class(
+                    sample_id,
+                    label,
+                    audio=_media(audio_dir, sample_id + ".wav"),
+                    video=_media(video_dir, sample_id + video_ext),
+                    text=text.strip() if isinstance(text, str) and text.strip() else None,
                 )
     return out.finish()
 
@@ -469,21 +468,7 @@ def _video_messages(path: Path, out: _Collector, video_dir, dataset: str) -> Ada
             out.skip(row, media)
             continue
         name, stem = _stem(media)
-        emotion = _seven_class(label)
-        if emotion is None:
-            out.skip(stem, f"emotion {label!r} is not one of {SEVEN_LABELS}")
-            continue
-        out.add(
-            Sample(
-                id=stem,
-                task="mer",
-                dataset=dataset,
-                video=_media(video_dir, name),
-                candidates=list(SEVEN_LABELS),
-                target=mer_target(emotion),
-                reference=emotion,
-            )
-        )
+        out.add_seven_class(stem, label, video=_media(video_dir, name))
     return out.finish()
 
 
@@ -568,22 +553,12 @@ def read_ferv39k(
             continue
         clip, label = match["clip"].strip("/"), match["label"]
         sample_id = clip.replace("/", "_")
-        emotion = _seven_class(label)
-        if emotion is None:
-            out.skip(sample_id, f"emotion {label!r} is not one of {SEVEN_LABELS}")
-            continue
         media = _media(clips_dir, clip + video_ext)
-        out.add(
-            Sample(
-                id=sample_id,
-                task="mer",
-                dataset=dataset,
-                video=media if media_field == "video" else None,
-                faces=media if media_field == "faces" else None,
-                candidates=list(SEVEN_LABELS),
-                target=mer_target(emotion),
-                reference=emotion,
-            )
+        out.add_seven_class(
+            sample_id,
+            label,
+            video=media if media_field == "video" else None,
+            faces=media if media_field == "faces" else None,
         )
     return out.finish()
 
