@@ -48,7 +48,7 @@ from pathlib import Path
 from modeling_nanoemox.data import ManifestError, write_manifest
 from modeling_nanoemox.data.adapters import read_avamerg
 from modeling_nanoemox.data.chain_of_empathy import ChainOfEmpathyBuilder, fill_erg_targets
-from modeling_nanoemox.data.manifest import parse_sample
+from modeling_nanoemox.data.manifest import iter_jsonl, parse_sample
 from modeling_nanoemox.evaluation.backends import build_backend
 from modeling_nanoemox.evaluation.labels import AVAMERG_LABELS
 
@@ -56,21 +56,12 @@ from modeling_nanoemox.evaluation.labels import AVAMERG_LABELS
 def read_manifest_rows(path: Path) -> list:
     """The samples of a JSONL manifest, media paths left exactly as written (not resolved, not checked)."""
     samples, seen = [], set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
-            sample, _ = parse_sample(row, media_root=None)
-            if sample.id in seen:
-                raise ManifestError(f"sample id {sample.id!r} appears more than once in {path}.")
-            seen.add(sample.id)
-            samples.append(sample)
+    for row in iter_jsonl(path):
+        sample, _ = parse_sample(row, media_root=None)
+        if sample.id in seen:
+            raise ManifestError(f"sample id {sample.id!r} appears more than once in {path}.")
+        seen.add(sample.id)
+        samples.append(sample)
     return samples
 
 

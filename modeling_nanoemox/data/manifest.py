@@ -71,6 +71,22 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the row or sample ids."""
 
 
+def iter_jsonl(path: Path):
+    """The JSON objects of a JSONL file, one per non-blank line; `ManifestError` (a `ValueError`) names the line of
+    anything else."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ManifestError(f"{path}:{line_number}: not valid JSON ({error.msg}).") from None
+            if not isinstance(row, dict):
+                raise ManifestError(f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}.")
+            yield row
+
+
 def _rows(source):
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -81,17 +97,7 @@ def _rows(source):
             return
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such manifest.")
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ManifestError(f"{path}:{line_number}: not valid JSON ({error.msg}).") from None
-                if not isinstance(row, dict):
-                    raise ManifestError(f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}.")
-                yield row
+        yield from iter_jsonl(path)
     else:
         yield from source  # a `datasets.Dataset` or any iterable of dicts
 

@@ -5,7 +5,7 @@
 from modeling_nanoemox.evaluation import score, flat_scores, write_reports
 
 result = score("ovmer", predictions, references, emotion_wheel="path/to/emotion_wheel")
-print(flat_scores(result)["ew_level1_f_score"])
+headline = flat_scores(result)["ew_level1_f_score"]
 write_reports("run_dir", "ovmer", result)
 ```
 

@@ -19,7 +19,6 @@ Label predictions (MER, OV-MER) take one of four routes, counted in the score's 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections import Counter
@@ -36,19 +35,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"No such file: {str(path)!r}")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    from ..data.manifest import iter_jsonl
+
+    return list(iter_jsonl(path))
 
 
 def read_csv_rows(
