@@ -50,7 +50,7 @@ from modeling_nanoemox.data.adapters import read_avamerg
 from modeling_nanoemox.data.chain_of_empathy import ChainOfEmpathyBuilder, fill_erg_targets
 from modeling_nanoemox.data.manifest import iter_jsonl, parse_sample
 from modeling_nanoemox.evaluation.backends import build_backend
-from modeling_nanoemox.evaluation.labels import AVAMERG_LABELS
+from nanoemox_processing.prompts_nanoemox import AVAMERG_LABELS
 
 
 def read_manifest_rows(path: Path) -> list:

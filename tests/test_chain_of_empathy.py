@@ -22,7 +22,7 @@ from modeling_nanoemox.data.chain_of_empathy import (
     teacher_messages,
 )
 from modeling_nanoemox.evaluation.backends import BackendError, ChatBackend
-from modeling_nanoemox.evaluation.labels import AVAMERG_LABELS
+from nanoemox_processing.prompts_nanoemox import AVAMERG_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -251,6 +251,40 @@ def test_batching_backends_get_one_batch_per_round():
     teacher = BatchingTeacher()
     _, report = ChainOfEmpathyBuilder(teacher).build([_turn("a"), _turn("b", text="Other."), _turn("c", text="3")])
     assert teacher.batches == [3, 3] and report.teacher == ["a", "b", "c"] and report.teacher_calls == 6
+
+
+def test_only_backends_that_really_batch_get_batches():
+    """The inherited `ChatBackend.chat_batch` is a loop of `chat`: such a backend is asked turn by turn (a failure
+    then costs one call, not a batch). A duck-typed teacher with its own `chat_batch` is batched."""
+
+    class LoopingTeacher(ChatBackend):
+        identity = "fake:looping"
+
+        def __init__(self):
+            self.calls = 0
+
+        def chat(self, messages, *, max_new_tokens=256):
+            self.calls += 1
+            return VALID
+
+    looping = LoopingTeacher()
+    targets, _ = ChainOfEmpathyBuilder(looping).build([_turn("a"), _turn("b", text="Other.")])
+    assert looping.calls == 2 and set(targets) == {"a", "b"}
+
+    class DuckBatchingTeacher:  # no ChatBackend base: any object with `identity`, `chat` and `chat_batch`
+        identity = "fake:duck"
+        batches = []
+
+        def chat(self, messages, *, max_new_tokens=256):
+            raise AssertionError("a batching backend is asked in batches")
+
+        def chat_batch(self, batch, *, max_new_tokens=256):
+            self.batches.append(len(batch))
+            return [VALID] * len(batch)
+
+    duck = DuckBatchingTeacher()
+    targets, _ = ChainOfEmpathyBuilder(duck).build([_turn("a"), _turn("b", text="Other.")])
+    assert duck.batches == [2] and set(targets) == {"a", "b"}
 
 
 def test_annotated_emotion_constrains_the_teacher():

@@ -10,7 +10,6 @@ import pytest
 
 from modeling_nanoemox.data import ManifestError, Sample, load_manifest, write_manifest
 from modeling_nanoemox.data.adapters import (
-    CREMA_D_LABELS,
     SEVEN_LABELS,
     parse_label_list,
     read_avamerg,
@@ -25,8 +24,11 @@ from modeling_nanoemox.data.adapters import (
     read_mintrec,
 )
 from modeling_nanoemox.data.chain_of_empathy import parse_chain_of_empathy
-from modeling_nanoemox.evaluation.labels import AVAMERG_LABELS, MINTREC2_LABELS, MINTREC_LABELS
-from nanoemox_processing.prompts_nanoemox import MINTREC2_INTENTS, MINTREC_INTENTS
+from nanoemox_processing.prompts_nanoemox import AVAMERG_LABELS, CREMA_D_LABELS, MINTREC2_INTENTS, MINTREC_INTENTS
+
+# The released MIntRec annotations capitalise the intents ("Ask for help"); the label sets are lower case.
+MINTREC_LABELS = tuple(intent.capitalize() for intent in MINTREC_INTENTS)
+MINTREC2_LABELS = tuple(intent.capitalize() for intent in MINTREC2_INTENTS)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MINTREC_DIR = SHARED_DATA / "mintrec"

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from modeling_nanoemox.evaluation import (
-    AVAMERG_LABELS,
     COARSE_CLASS,
     COARSE_CLASSES,
     GROUPINGS,
@@ -20,6 +19,7 @@ from modeling_nanoemox.evaluation import (
 )
 from modeling_nanoemox.evaluation.metrics import classification_scores, distinct_n
 from modeling_nanoemox.evaluation.parsing import looks_like_label_list
+from nanoemox_processing.prompts_nanoemox import AVAMERG_LABELS
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 WHEEL_DIR = SHARED_DATA / "emotion_wheel"

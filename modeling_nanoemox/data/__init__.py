@@ -1,10 +1,10 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
-"""Data for training and evaluation: the manifest format, adapters from public corpora, generated data."""
+"""Data for training and evaluation: the manifest format, adapters from public corpora, the chain-of-empathy targets.
 
-# The manifest first: the adapters import the evaluation package, parts of which import `load_manifest` from here.
-from .manifest import FIELDS, TASK_NAMES, LoadReport, ManifestError, Sample, load_manifest, write_manifest
+Nothing here imports `modeling_nanoemox.evaluation` (evaluation reads manifests, not the other way round); task names
+and label sets come from `nanoemox_processing.prompts_nanoemox`.
+"""
 
-# isort: split
 from .adapters import (
     ADAPTERS,
     AdapterSamples,
@@ -28,11 +28,10 @@ from .chain_of_empathy import (
     format_chain_of_empathy,
     parse_chain_of_empathy,
 )
-from .synthetic_dataset import build_synthetic_dataset, chance_levels, label_from_cues
+from .manifest import FIELDS, LoadReport, ManifestError, Sample, load_manifest, write_manifest
 
 __all__ = [
     "FIELDS",
-    "TASK_NAMES",
     "LoadReport",
     "ManifestError",
     "Sample",
@@ -57,7 +56,4 @@ __all__ = [
     "fill_erg_targets",
     "format_chain_of_empathy",
     "parse_chain_of_empathy",
-    "build_synthetic_dataset",
-    "chance_levels",
-    "label_from_cues",
 ]

@@ -36,15 +36,13 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from nanoemox_processing.prompts_nanoemox import MINTREC2_INTENTS, MINTREC_INTENTS
+from nanoemox_processing.prompts_nanoemox import AVAMERG_LABELS, CREMA_D_LABELS, MINTREC2_INTENTS, MINTREC_INTENTS
 
-from ..evaluation.labels import AVAMERG_LABELS
 from .chain_of_empathy import CHAIN_FIELDS, format_chain_of_empathy, normalize_emotion
 from .manifest import Sample
 
 logger = logging.get_logger(__name__)
 
-CREMA_D_LABELS = ("anger", "disgust", "fear", "happy", "neutral", "sad")
 SEVEN_LABELS = ("anger", "disgust", "fear", "happy", "neutral", "sad", "surprise")  # M3ED, CAER, FERV39k
 CREMA_D_EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 CREMA_D_SENTENCES = {

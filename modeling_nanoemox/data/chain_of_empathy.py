@@ -57,8 +57,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..evaluation.backends import ChatBackend
-from ..evaluation.labels import AVAMERG_LABELS
+from nanoemox_processing.prompts_nanoemox import AVAMERG_LABELS
+
 from .manifest import Sample
 
 logger = logging.get_logger(__name__)
@@ -381,6 +381,19 @@ class ChainBuildReport:
         }
 
 
+def _batches_for_real(teacher) -> bool:
+    """Whether `teacher.chat_batch` really batches (a local model) rather than looping over `chat`.
+
+    Only such backends are asked for a batch: in the loop that `evaluation.backends.ChatBackend.chat_batch` provides,
+    one failure would cost a second round of calls for the whole batch. That default is recognised without importing
+    the evaluation package (data never imports it): it is defined on the class that declares `chat` abstract.
+    """
+    owner = next((klass for klass in type(teacher).__mro__ if "chat_batch" in vars(klass)), None)
+    if owner is None or not callable(vars(owner)["chat_batch"]):
+        return False
+    return not getattr(vars(owner).get("chat"), "__isabstractmethod__", False)
+
+
 class ChainOfEmpathyBuilder:
     """Builds ERG targets: templated from annotated steps, else written by a teacher LLM (validated, cached, retried).
 
@@ -441,10 +454,7 @@ class ChainOfEmpathyBuilder:
     def _ask(self, conversations: list[list[dict]]) -> list[str | Exception]:
         """One teacher answer per conversation; an exception in place of an answer that could not be had."""
         self._calls += len(conversations)
-        # Batch only with backends that really batch (a local model): the default `chat_batch` is a loop of `chat`,
-        # and one failure inside it would cost a second round of calls for the whole batch.
-        batch = getattr(type(self.teacher), "chat_batch", None)
-        if callable(batch) and batch is not ChatBackend.chat_batch and len(conversations) > 1:
+        if len(conversations) > 1 and _batches_for_real(self.teacher):
             try:
                 replies = self.teacher.chat_batch(conversations, max_new_tokens=self.max_new_tokens)
                 if len(replies) == len(conversations):

@@ -29,9 +29,10 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from nanoemox_processing.prompts_nanoemox import TASK_NAMES
+
 logger = logging.get_logger(__name__)
 
-TASK_NAMES = ("msa", "mer", "ovmer", "mir", "eri", "erg")
 MEDIA_FIELDS = ("video", "audio", "faces")
 FIELDS = ("id", "task", "dataset", *MEDIA_FIELDS, "text", "history", "candidates", "target", "reference")
 

@@ -18,21 +18,17 @@ from .backends import BackendError, ChatBackend, OpenAIChatBackend, Transformers
 from .emotion_wheel import GROUPINGS, LEVELS, WHEELS, EmotionWheel, load_emotion_wheel, split_label_string
 from .extractors import LabelExtractor, LexiconExtractor, LLMLabelExtractor
 from .judge import JUDGE_PROMPT_VERSION, ERIJudge, parse_judge_score
-from .labels import AVAMERG_LABELS, COARSE_CLASS, COARSE_CLASSES, MINTREC2_LABELS, MINTREC_LABELS
+from .labels import COARSE_CLASS, COARSE_CLASSES
 from .parsing import align_rows, read_csv_rows, read_emer_references, read_jsonl
 from .reports import write_reports
-from .scoring import TASKS, flat_scores, score
+from .scoring import flat_scores, score
 
 __all__ = [
-    "AVAMERG_LABELS",
     "COARSE_CLASS",
     "COARSE_CLASSES",
     "GROUPINGS",
     "JUDGE_PROMPT_VERSION",
     "LEVELS",
-    "MINTREC2_LABELS",
-    "MINTREC_LABELS",
-    "TASKS",
     "WHEELS",
     "BackendError",
     "ChatBackend",

@@ -18,18 +18,19 @@ import json
 import os
 import sys
 
+from nanoemox_processing.prompts_nanoemox import MINTREC2_INTENTS, MINTREC_INTENTS, TASK_NAMES
+
 from .backends import BackendError, build_backend
 from .emotion_wheel import LEVELS
-from .labels import MINTREC2_LABELS, MINTREC_LABELS
 from .parsing import read_jsonl
 from .reports import write_reports
-from .scoring import TASKS, flat_scores, score
+from .scoring import flat_scores, score
 
-_LABEL_PRESETS = {"mintrec": MINTREC_LABELS, "mintrec2": MINTREC2_LABELS}
+_LABEL_PRESETS = {"mintrec": MINTREC_INTENTS, "mintrec2": MINTREC2_INTENTS}
 
 
 def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS, help="which task's metrics to compute")
+    parser.add_argument("--task", required=True, choices=TASK_NAMES, help="which task's metrics to compute")
     parser.add_argument("--predictions", required=True, help='JSONL rows {"id": ..., "prediction": ...}')
     parser.add_argument("--references", required=True, help='JSONL rows {"id": ..., "reference": ...}')
     parser.add_argument("--out", help="also write scores.json, scores.md and plots into this folder")
@@ -39,7 +40,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="Nano-EmoX folder or Hub id")
     parser.add_argument("--data", required=True, help="manifest (JSONL or a `datasets` folder) with references")
-    parser.add_argument("--task", required=True, choices=TASKS, help="which task to generate and score")
+    parser.add_argument("--task", required=True, choices=TASK_NAMES, help="which task to generate and score")
     parser.add_argument("--out", required=True, help="run folder: predictions.jsonl, scores.json, scores.md, plots")
     parser.add_argument("--batch-size", type=int, default=4, help="samples per generate() call")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: per task)")

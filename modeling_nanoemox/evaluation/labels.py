@@ -1,5 +1,8 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
-"""Label sets of the benchmarks and the AvaMERG coarse-class mapping used by the ERG hit rate.
+"""The AvaMERG coarse-class mapping used by the ERG hit rate.
+
+The label sets themselves (AvaMERG's 25 speaker emotions, MIntRec's intents, ...) live in
+`nanoemox_processing.prompts_nanoemox`, their one owner, in lower case.
 
 ## AvaMERG coarse classes
 
@@ -34,35 +37,6 @@ disgusted); a Python dict keeps the last value, so it is *disgusted* there and h
 the same table extended by the EmpatheticDialogues labels and the synonyms their keyword extractor produces; a
 prediction outside the table is a miss (counted and reported), never an exception.
 """
-
-# The 25 speaker-emotion labels of the AvaMERG annotations (authors' `AvaMERG_Dataset.candidate_labels`).
-AVAMERG_LABELS = (
-    "conflicted",
-    "sadness",
-    "weary",
-    "upset",
-    "frustrated",
-    "disappointment",
-    "uneasy",
-    "confused",
-    "stressed",
-    "burdened",
-    "worry",
-    "nervous",
-    "confusion",
-    "helpless",
-    "overwhelm",
-    "surprised",
-    "proud",
-    "lonely",
-    "guilty",
-    "hopeful",
-    "anxious",
-    "nostalgic",
-    "content",
-    "caring",
-    "ashamed",
-)
 
 COARSE_CLASSES = ("neutral", "happy", "surprised", "angry", "fear", "sad", "disgusted", "contempt")
 
@@ -151,45 +125,7 @@ _COARSE_GROUPS = {
     "contempt": ("contempt", "jealous"),
 }
 
-# word → coarse class. Covers the 25 gold labels, the authors' 36-word map and the words their extractor emits.
+# word → coarse class. Covers the 25 gold labels (`prompts_nanoemox.AVAMERG_LABELS`), the authors' 36-word map and
+# the words their extractor emits.
 COARSE_CLASS = {word: coarse for coarse, words in _COARSE_GROUPS.items() for word in words}
 
-# MIntRec (20 intents) and MIntRec2.0 (30 intents), spelled as in the released annotations.
-MINTREC_LABELS = (
-    "Complain",
-    "Praise",
-    "Apologise",
-    "Thank",
-    "Criticize",
-    "Agree",
-    "Taunt",
-    "Flaunt",
-    "Joke",
-    "Oppose",
-    "Comfort",
-    "Care",
-    "Inform",
-    "Advise",
-    "Arrange",
-    "Introduce",
-    "Leave",
-    "Prevent",
-    "Greet",
-    "Ask for help",
-)
-MINTREC2_LABELS = (
-    *MINTREC_LABELS,
-    "Acknowledge",
-    "Asking for opinions",
-    "Confirm",
-    "Doubt",
-    "Emphasize",
-    "Explain",
-    "Invite",
-    "Plan",
-    "Refuse",
-    "Warn",
-)
-
-# MER2023 / MER2024 gold labels (for reference; the MER hit rate maps any label through the emotion wheel).
-MER_LABELS = ("happy", "sad", "neutral", "angry", "worried", "surprise")

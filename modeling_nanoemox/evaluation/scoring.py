@@ -62,6 +62,8 @@ from collections.abc import Sequence
 import numpy as np
 from transformers.utils import logging
 
+from nanoemox_processing.prompts_nanoemox import TASK_NAMES
+
 from .backends import ChatBackend
 from .emotion_wheel import GROUPINGS, LEVELS, WHEELS, EmotionWheel, load_emotion_wheel
 from .extractors import LabelExtractor, LexiconExtractor, LLMLabelExtractor
@@ -71,9 +73,6 @@ from .metrics import classification_scores, confusion_matrix, distinct_n, emotio
 from .parsing import align_rows, parse_label_predictions, parse_label_references
 
 logger = logging.get_logger(__name__)
-
-TASKS = ("mer", "ovmer", "msa", "mir", "eri", "erg")
-
 
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
@@ -512,8 +511,8 @@ def score(
     Returns:
         `{"task", "metrics", "meta", "details"}` — see the module docstring; [`flat_scores`] flattens it.
     """
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}")
+    if task not in TASK_NAMES:
+        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASK_NAMES)}")
     if level not in LEVELS:
         raise ValueError(f"Unknown level {level!r}; expected one of {list(LEVELS)}")
     ids, preds, refs = align_rows(predictions, references)
