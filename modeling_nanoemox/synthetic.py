@@ -1,11 +1,10 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
 """Media the project generates itself: clips for tests, benchmarks and the demo's examples (benchmark videos are
-under licence and never ship). Everything is deterministic given its arguments.
+under licence and never ship). Everything is deterministic given its arguments. PyAV loads when a clip is written.
 """
 
 from pathlib import Path
 
-import av
 import numpy as np
 
 
@@ -23,6 +22,8 @@ def write_clip(
     Encodes `frames` (`(T, H, W, 3)` uint8 RGB) and/or mono `audio` (`(samples,)` float in [-1, 1], duplicated to
     `channels`) into a container chosen by the file extension (h264/aac in .mp4 by default).
     """
+    import av
+
     path = Path(path)
     with av.open(str(path), mode="w") as container:
         video_stream = audio_stream = None

@@ -151,8 +151,9 @@ def phase_configs(argv: list[str]) -> list[tuple[str, P2EArguments, SFTConfig, M
 
 def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
     """Generates the embedded dataset and a tiny start model (once); returns (data_root, start model folder)."""
-    from modeling_nanoemox.data.synthetic_dataset import build_synthetic_dataset
-    from modeling_nanoemox.tiny import build_tiny, pretrain_towers
+    from embedded.dataset import build_synthetic_dataset
+    from embedded.towers import build_start_model as build_tiny
+    from embedded.towers import pretrain_towers
 
     data_root = output_dir / "data"
     if not (data_root / "train.jsonl").is_file():

@@ -255,7 +255,10 @@ def test_two_processes_with_gloo_finish_with_identical_parameters(small_data, ti
 
 
 def test_tower_pretraining_changes_and_refreezes_the_towers(small_data):
-    from modeling_nanoemox.tiny import build_tiny, pretrain_towers
+    sys.path.insert(0, str(REPO / "recipes"))  # recipes/embedded is recipe code, imported as a recipe script does
+    from embedded.towers import pretrain_towers
+
+    from modeling_nanoemox.tiny import build_tiny
 
     model, processor = build_tiny(seed=1)
     samples, _ = load_manifest(small_data / "train.jsonl", tasks={"mer"})

@@ -1,7 +1,8 @@
-"""The generated dataset of the embedded run: determinism, tasks, media the processor reads, legible expressions,
-emotional prosody, the conflicting-cue rule and the chance levels."""
+"""recipes/embedded/dataset.py, the generated dataset of the embedded run: determinism, tasks, media the processor
+reads, legible expressions, emotional prosody, the conflicting-cue rule and the chance levels."""
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -9,7 +10,12 @@ import numpy as np
 import pytest
 
 from modeling_nanoemox.data import load_manifest, parse_chain_of_empathy
-from modeling_nanoemox.data.synthetic_dataset import (
+from nanoemox_processing.media_nanoemox import decode_audio
+from nanoemox_processing.prompts_nanoemox import MER_LABELS, TASK_NAMES
+
+# Recipe code is not installed: imported as `recipes/p2e.py` imports it, with recipes/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+from embedded.dataset import (  # noqa: E402
     EMOTIONS,
     EXPRESSIONS,
     INTENTS,
@@ -22,12 +28,10 @@ from modeling_nanoemox.data.synthetic_dataset import (
     emotional_voice,
     label_from_cues,
     render_face,
+    tokenizer_texts,
 )
-from modeling_nanoemox.evaluation.labels import MER_LABELS
-from nanoemox_processing.media_nanoemox import decode_audio
 
 EMOTION_WHEEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotion_wheel"
-TASKS = ("msa", "mer", "ovmer", "mir", "eri", "erg")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +103,7 @@ def test_every_task_in_both_splits_with_targets_and_references(dataset):
     output, result = dataset
     for split in ("train", "test"):
         samples = _manifest(result, split)
-        assert Counter(s.task for s in samples).keys() == set(TASKS)
+        assert Counter(s.task for s in samples).keys() == set(TASK_NAMES)
         assert result["counts"][split] == dict(sorted(Counter(s.task for s in samples).items()))
         for s in samples:
             assert s.dataset == f"synthetic-{s.task}" and Path(s.video).is_file()
@@ -163,26 +167,33 @@ def test_test_split_is_held_out(dataset):
     assert len(ids) == len(set(ids))
 
 
+def _task_inputs(processor, samples):
+    """The samples as the recipe feeds them: task messages with the clip, its own audio track, batched."""
+    conversations = [
+        processor.build_task_messages(
+            s.task, text=s.text, history=s.history, candidates=s.candidates, target=s.target, video=s.video
+        )
+        for s in samples
+    ]
+    return processor.apply_chat_template(
+        conversations, tokenize=True, return_dict=True, padding=True, load_audio_from_video=True, return_face_info=True
+    )
+
+
 def test_clips_decode_with_the_processor(dataset, tiny_processor):
+    from nanoemox_processing.processing_nanoemox import FACE_SOURCES
+
     _, result = dataset
     samples = _manifest(result, "test")
-    one_per_task = [next(s for s in samples if s.task == task) for task in TASKS]
-    inputs = tiny_processor(
-        videos=[s.video for s in one_per_task],
-        text=[s.text for s in one_per_task],
-        task=[s.task for s in one_per_task],
-        history=[s.history for s in one_per_task],
-        candidates=[s.candidates for s in one_per_task],
-        targets=[s.target for s in one_per_task],
-    )
+    one_per_task = [next(s for s in samples if s.task == task) for task in TASK_NAMES]
+    inputs = _task_inputs(tiny_processor, one_per_task)
     batch = len(one_per_task)
     assert inputs["pixel_values_videos"].shape == (batch, 8, 3, 32, 32)
     assert inputs["face_pixel_values"].shape == (batch, 8, 3, 32, 32)
-    assert inputs["audio_values"].shape == (batch, 8, 32000)
-    assert inputs["video_mask"].all() and inputs["face_mask"].all() and inputs["audio_mask"].all()
+    assert inputs["audio_values"].shape == (batch, 8, 32000)  # every clip has its own audio track
     assert inputs["audio_values"].abs().amax(dim=(1, 2)).min() > 0  # every clip has a voice
-    assert ((inputs["labels"] != -100).sum(1) > 0).all()
-    assert inputs["face_detected"].float().mean() > 0.5  # the Haar cascade finds most drawn faces
+    detected = inputs["face_source"] == FACE_SOURCES.index("detected")
+    assert detected.float().mean() > 0.5  # the Haar cascade finds most drawn faces
 
 
 def test_mp4_option_writes_h264_aac_clips(tmp_path, tiny_processor):
@@ -193,8 +204,8 @@ def test_mp4_option_writes_h264_aac_clips(tmp_path, tiny_processor):
     with av.open(sample.video) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert container.streams.audio[0].codec_context.name == "aac"
-    inputs = tiny_processor(videos=sample.video, task=sample.task, text=sample.text, candidates=sample.candidates)
-    assert inputs["audio_mask"].all() and inputs["video_mask"].all()
+    inputs = _task_inputs(tiny_processor, [sample])
+    assert inputs["pixel_values_videos"].shape[0] == inputs["audio_values"].shape[0] == 1
 
 
 def test_expressions_are_legible_at_32_px_on_new_people():
@@ -347,3 +358,18 @@ def test_chance_levels_with_the_emotion_wheel(tmp_path):
 def test_bad_arguments_raise(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_synthetic_dataset(tmp_path, **{"num_train": 12, "num_test": 12, **kwargs})
+
+
+def test_the_word_banks_make_the_embedded_tokenizer_shorter():
+    """`tokenizer_texts()` feeds the embedded run's tokenizer (`embedded.towers.build_start_model`): its texts then
+    take fewer tokens than with the library's tiny tokenizer alone."""
+    from modeling_nanoemox.tiny import build_tiny_tokenizer
+
+    texts = tokenizer_texts()
+    assert len(texts) > 100 and all(isinstance(text, str) and text for text in texts)
+    plain, embedded = build_tiny_tokenizer(), build_tiny_tokenizer(extra_texts=texts)
+
+    def count(tokenizer):
+        return sum(len(tokenizer(text)["input_ids"]) for text in texts)
+
+    assert count(embedded) < 0.8 * count(plain)

@@ -1,11 +1,14 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
-"""The small multimodal dataset the project generates itself for the embedded training run.
+"""The small multimodal dataset the project generates itself for the embedded training run (`recipes/p2e.py`).
+
+Recipe scaffolding, not library code: a user of a released checkpoint never needs it. Imported as `embedded.dataset`
+with `recipes/` on `sys.path` (where a script in `recipes/` runs).
 
 [`build_synthetic_dataset`] writes, under one folder:
 
 | path                  | what                                                                                 |
 |-----------------------|--------------------------------------------------------------------------------------|
-| `train.jsonl`         | training manifest (`manifest.py`), media paths relative to the folder                 |
+| `train.jsonl`         | training manifest (`modeling_nanoemox.data.manifest`), media paths relative to the folder |
 | `test.jsonl`          | held-out manifest: other people, and other slot words in every sentence              |
 | `media/{split}/*.mkv` | one clip per sample: lossless FFV1 video, 16 kHz PCM voice (`.mp4`: H.264 + AAC)  |
 | `cues.jsonl`          | per sample what each modality shows (face, voice, utterance, intent) and the scene type |
@@ -89,9 +92,11 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
-from ..synthetic import synthetic_voice, write_clip
-from .chain_of_empathy import format_chain_of_empathy
-from .manifest import TASK_NAMES, Sample, write_manifest
+from modeling_nanoemox.data.chain_of_empathy import format_chain_of_empathy
+from modeling_nanoemox.data.manifest import Sample, write_manifest
+from modeling_nanoemox.evaluation.scoring import score
+from modeling_nanoemox.synthetic import synthetic_voice, write_clip
+from nanoemox_processing.prompts_nanoemox import TASK_NAMES
 
 logger = logging.get_logger(__name__)
 
@@ -676,6 +681,23 @@ OPENERS = ("Hi, how are you today?", "Hey, what's new with you?", "You look like
 FOLLOW_UPS = ("Oh, tell me more. How do you feel about it?", "And how are you taking it?")
 
 
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [text for item in value for text in _strings(item)] if isinstance(value, (list, tuple)) else []
+
+
+def tokenizer_texts() -> list[str]:
+    """Every string of the word banks above: the tiny tokenizer of the embedded run is trained on them too
+    (`build_tiny(extra_texts=...)`), so its sequences stay short (about 150 tokens instead of 400, most of the run's
+    speed on a CPU)."""
+    banks = (SLOT_WORDS, INTENT_TEMPLATES, FACE_DESCRIPTIONS, VOICE_DESCRIPTIONS, EVENTS, FEELINGS, MASKED_FEELINGS,
+             GOALS, REPLIES, OPENERS, FOLLOW_UPS, OVMER_WORDS)  # fmt: skip
+    return [text for bank in banks for text in _strings(bank)]
+
+
 def _slot_values(split: str, rng: np.random.Generator) -> dict[str, str]:
     """One word per slot from the split's own half of each bank (even positions train, odd positions test)."""
     offset = SPLITS.index(split)
@@ -973,8 +995,6 @@ CHANCE_METRICS = {
 def _score_answers(task: str, references: list, labels: list[str], candidates, wheel) -> dict:
     """The evaluation's metrics (`evaluation.scoring.score`, called as `nanoemox eval run` calls it) for answering
     `labels[i]` to `references[i]`."""
-    from ..evaluation.scoring import score
-
     predictions = [{"id": str(i), "prediction": _answer(task, label)} for i, label in enumerate(labels)]
     rows = [{"id": str(i), "reference": reference} for i, reference in enumerate(references)]
     kwargs = {"emotion_wheel": wheel} if task in ("mer", "ovmer") else {}

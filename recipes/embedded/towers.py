@@ -1,0 +1,99 @@
+# Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
+"""The embedded run's start model: the library's tiny Nano-EmoX, and a short supervised pre-training of its towers
+standing in for the large-scale pre-training the released towers (CLIP, HuBERT, FaceXFormer) come with."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from modeling_nanoemox import NanoEmoXForConditionalGeneration, NanoEmoXProcessor
+from modeling_nanoemox.tiny import build_tiny
+
+from .dataset import tokenizer_texts
+
+
+def build_start_model(seed: int = 0) -> tuple[NanoEmoXForConditionalGeneration, NanoEmoXProcessor]:
+    """`build_tiny(seed)` whose tokenizer is also trained on the generated dataset's word banks (short sequences)."""
+    return build_tiny(seed, extra_texts=tokenizer_texts())
+
+
+def tower_inputs(processor: NanoEmoXProcessor, videos: list[str], chunk_size: int = 32) -> dict[str, torch.Tensor]:
+    """The raw media tensors of `videos` (one clip each, its own audio track): what the three towers read."""
+    media = {"pixel_values_videos": [], "face_pixel_values": [], "audio_values": []}
+    placeholder = processor.video_token
+    for start in range(0, len(videos), chunk_size):
+        chunk = videos[start : start + chunk_size]
+        batch = processor(text=[placeholder] * len(chunk), videos=chunk, load_audio_from_video=True)
+        for key, values in media.items():
+            values.append(batch[key])
+    return {key: torch.cat(values) for key, values in media.items()}
+
+
+def pretrain_towers(
+    model: NanoEmoXForConditionalGeneration,
+    processor: NanoEmoXProcessor,
+    samples,
+    face_labels: dict[str, str],
+    voice_labels: dict[str, str],
+    steps: int = 150,
+    batch_size: int = 16,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """
+    Gives a tiny model's random towers a short supervised pre-training: the vision tower and the face encoder learn
+    the face's expression, the audio tower the voice's emotion, each through a temporary linear probe on exactly the
+    features Nano-EmoX reads. Frozen random towers pass almost nothing on (a linear probe on their features is barely
+    above the majority class), and no head could learn from them. The towers are frozen again afterwards.
+
+    Args:
+        samples: manifest samples; those with a video and both labels are used (every one has its own clip).
+        face_labels, voice_labels: sample id → the emotion its face / its voice shows (`cues.jsonl`).
+
+    Returns:
+        The probes' final training accuracy per tower.
+    """
+    inner = model.model
+    samples = [s for s in samples if s.video is not None and s.id in face_labels and s.id in voice_labels]
+    if not samples:
+        raise ValueError("No sample has a video and both face and voice labels.")
+    classes = sorted({*face_labels.values(), *voice_labels.values()})
+    index = {label: i for i, label in enumerate(classes)}
+    media = tower_inputs(processor, [s.video for s in samples])
+    frames = media["pixel_values_videos"][:, ::2]  # (N, T/2, 3, S, S): 4 of the 8 frames are enough for a probe
+    faces = media["face_pixel_values"][:, ::2]
+    audio = media["audio_values"][:, ::4]  # (N, C/4, samples): 2 of the 8 clips
+    face_targets = torch.tensor([index[face_labels[s.id]] for s in samples])
+    voice_targets = torch.tensor([index[voice_labels[s.id]] for s in samples])
+
+    towers = (inner.vision_tower, inner.face_encoder, inner.audio_tower)
+    probes = nn.ModuleDict(
+        {
+            "video": nn.Linear(model.config.vision_config.hidden_size, len(classes)),
+            "face": nn.Linear(model.config.face_config.hidden_size, len(classes)),
+            "audio": nn.Linear(model.config.audio_config.hidden_size, len(classes)),
+        }
+    )
+    for tower in towers:
+        tower.requires_grad_(True)  # eval mode stays: no dropout, and the towers read their layers by index
+    parameters = [p for tower in towers for p in tower.parameters()] + list(probes.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
+    generator = np.random.default_rng(seed)
+    correct = {}
+    for _ in range(steps):
+        rows = torch.from_numpy(generator.choice(len(samples), size=min(batch_size, len(samples)), replace=False))
+        logits = {
+            # CLS token of each frame / clip, averaged over time: (B, D) → (B, classes)
+            "video": probes["video"](inner.get_video_tower_features(frames[rows])[:, :, 0].mean(dim=1)),
+            "face": probes["face"](inner.get_face_tower_features(faces[rows]).mean(dim=1)),
+            "audio": probes["audio"](inner.get_audio_tower_features(audio[rows])[:, :, 0].mean(dim=1)),
+        }
+        targets = {"video": face_targets[rows], "face": face_targets[rows], "audio": voice_targets[rows]}
+        loss = sum(nn.functional.cross_entropy(logits[m], targets[m]) for m in logits)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        correct = {m: (logits[m].argmax(-1) == targets[m]).float().mean().item() for m in logits}
+    for tower in towers:
+        tower.requires_grad_(False)
+    return correct
