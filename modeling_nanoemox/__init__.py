@@ -2,27 +2,25 @@
 """Nano-EmoX for transformers.
 
 Importing this package registers Nano-EmoX with the Auto classes, so a saved folder loads with `AutoConfig`,
-`AutoModel`, `AutoModelForCausalLM` and `AutoProcessor` even without `trust_remote_code=True`.
+`AutoModel`, `AutoModelForCausalLM`, `AutoModelForImageTextToText` and `AutoProcessor` even without
+`trust_remote_code=True`. Registering needs the configuration, model and processor classes, so those three modules are
+imported here; they import no media or training library at module level (PyAV, OpenCV, TRL, gradio load when first
+used). Every other public name is resolved on first access (PEP 562 `__getattr__`, the idea of transformers'
+`_LazyModule`), and the subpackages (`data`, `evaluation`, `training`, ...) load only when imported.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-)
+import importlib
 
-from nanoemox_processing import NanoEmoXProcessor
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+from nanoemox_processing.processing_nanoemox import NanoEmoXProcessor
 
 from .configuration_nanoemox import NanoEmoXConfig, NanoEmoXFaceConfig
 from .modeling_nanoemox import (
-    DEFAULT_MODALITY_TOKENS,
     NanoEmoXFaceEncoder,
     NanoEmoXForConditionalGeneration,
     NanoEmoXModel,
     NanoEmoXPreTrainedModel,
-    add_modality_tokens,
 )
 
 __version__ = "0.1.0"
@@ -34,6 +32,28 @@ for _auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
 AutoModel.register(NanoEmoXFaceConfig, NanoEmoXFaceEncoder, exist_ok=True)
 AutoProcessor.register(NanoEmoXConfig, NanoEmoXProcessor, exist_ok=True)
 
+# Public name → the submodule that defines it, imported on first access.
+_LAZY_NAMES = {
+    "DEFAULT_MODALITY_TOKENS": "composition_nanoemox",
+    "add_modality_tokens": "composition_nanoemox",
+    "compose_from_components": "composition_nanoemox",
+    "build_tiny": "tiny",
+    "create_tiny": "tiny",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+        globals()[name] = value  # later accesses skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES})
+
+
 __all__ = [
     "DEFAULT_MODALITY_TOKENS",
     "NanoEmoXConfig",
@@ -44,4 +64,7 @@ __all__ = [
     "NanoEmoXPreTrainedModel",
     "NanoEmoXProcessor",
     "add_modality_tokens",
+    "build_tiny",
+    "compose_from_components",
+    "create_tiny",
 ]
