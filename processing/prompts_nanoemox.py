@@ -1,5 +1,8 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
-"""The six Nano-EmoX tasks and their fixed prompts (DESIGN §1, §4).
+"""The six Nano-EmoX tasks, their fixed prompts and the label sets (DESIGN §1, §4, §5).
+
+This module is the one owner of task names and label sets: data adapters, training, evaluation and the demo import
+them from here (it ships with the processor, so remote code has them too). Labels are lower case, one spelling.
 
 One prompt per task, deterministic: evaluation numbers depend on the prompt, so it never changes at random (the
 authors pick among paraphrases at random; we don't).
@@ -12,7 +15,14 @@ SYSTEM_PROMPT = (
     "facial expressions, voice and words."
 )
 
+# The six task names, in the order of DESIGN §1 (perception, understanding, interaction).
+TASK_NAMES = ("msa", "mer", "ovmer", "mir", "eri", "erg")
+
+# MER2023 / MER2024 gold labels.
 MER_LABELS = ("happy", "sad", "neutral", "angry", "worried", "surprise")
+# CREMA-D's six acted emotions.
+CREMA_D_LABELS = ("anger", "disgust", "fear", "happy", "neutral", "sad")
+# MIntRec (20 intents) and MIntRec2.0 (30 intents); the released annotations capitalise them, we don't.
 MINTREC_INTENTS = (
     "complain", "praise", "apologise", "thank", "criticize", "agree", "taunt", "flaunt", "joke", "oppose",
     "comfort", "care", "inform", "advise", "arrange", "introduce", "leave", "prevent", "greet", "ask for help",
@@ -20,6 +30,12 @@ MINTREC_INTENTS = (
 MINTREC2_INTENTS = MINTREC_INTENTS + (
     "acknowledge", "asking for opinions", "confirm", "doubt", "emphasize", "explain", "invite", "plan", "refuse",
     "warn",
+)  # fmt: skip
+# The 25 speaker-emotion labels of the AvaMERG annotations (authors' `AvaMERG_Dataset.candidate_labels`).
+AVAMERG_LABELS = (
+    "conflicted", "sadness", "weary", "upset", "frustrated", "disappointment", "uneasy", "confused", "stressed",
+    "burdened", "worry", "nervous", "confusion", "helpless", "overwhelm", "surprised", "proud", "lonely", "guilty",
+    "hopeful", "anxious", "nostalgic", "content", "caring", "ashamed",
 )  # fmt: skip
 
 CHAIN_OF_EMPATHY = (
