@@ -14,18 +14,21 @@ The modality embeddings replace the placeholder tokens of the chat-templated pro
 """
 
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModel, AutoModelForCausalLM, Blip2QFormerModel, SwinModel
+from transformers import AutoModel, Blip2QFormerModel, SwinModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.generation import GenerationMixin
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import logging
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_nanoemox import NanoEmoXConfig, NanoEmoXFaceConfig
 
@@ -36,21 +39,24 @@ logger = logging.get_logger(__name__)
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 MODALITIES = ("video", "audio", "face", "fusion")
-# Inputs used only when the prompt is first encoded (and the processor's face metadata, which the model ignores);
-# later decoding steps only extend the KV cache.
-MEDIA_INPUT_NAMES = (
-    "pixel_values_videos",
-    "face_pixel_values",
-    "audio_values",
-    "video_tower_features",
-    "face_tower_features",
-    "audio_tower_features",
-    "video_mask",
-    "face_mask",
-    "audio_mask",
-    "face_boxes",
-    "face_detected",
-)
+TOWER_MODALITIES = ("video", "face", "audio")
+# Inputs used only when the prompt is first encoded; later decoding steps only extend the KV cache.
+MEDIA_INPUT_NAMES = ("pixel_values_videos", "face_pixel_values", "audio_values", "tower_features")
+
+
+def _accept_past_key_values(forward):
+    """`past_key_values=` → `cache=`: with transformers' deprecation warning from 5.24 on (as its own models do),
+    silently before the rename (where it is the name generation uses)."""
+    if CACHE_NAME == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+
+    @wraps(forward)
+    def wrapped(self, *args, past_key_values=None, **kwargs):
+        if past_key_values is not None and kwargs.get("cache") is None:
+            kwargs["cache"] = past_key_values
+        return forward(self, *args, **kwargs)
+
+    return wrapped
 
 
 @dataclass
@@ -273,6 +279,9 @@ class NanoEmoXPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["NanoEmoXFusionEncoder", "NanoEmoXFaceHead", "NanoEmoXQueryHead"]
     _skip_keys_device_placement = [CACHE_NAME]
+    # Decoding steps only embed tokens and run the language model (media is encoded once, with the prompt), so
+    # static-cache generation compiles without graph breaks.
+    _can_compile_fullgraph = True
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -338,49 +347,6 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
-
-    # Data-parallel training needs every rank to run every trainable module at every step: DDP expects a gradient for
-    # each trainable parameter, and DeepSpeed ZeRO-3 / FSDP gather each module's weights collectively, so a rank whose
-    # batch lacks a modality would hang the others. The P2E recipe turns this on; it only acts in training mode.
-    encode_absent_modalities: bool = False
-
-    def _absent_modalities_pass(self, tower_features: dict, features: dict, cached: bool, device) -> torch.Tensor:
-        """
-        Runs the branch of every modality this batch lacks on one all-zero item and returns 0 × its output sum: a
-        zero that carries those modules into the step. With cached features the towers are skipped everywhere, so the
-        dummy starts from zero tower features; otherwise the towers run too.
-        """
-        config = self.config
-        dummies = {
-            "video": (
-                lambda: torch.zeros(1, 1, 1 + config.num_fusion_experts, config.vision_config.hidden_size),
-                lambda: self.get_video_tower_features(torch.zeros(1, 1, 3, *(config.vision_config.image_size,) * 2)),
-            ),
-            "audio": (
-                lambda: torch.zeros(1, 1, 1 + config.num_fusion_experts, config.audio_config.hidden_size),
-                # 400 samples (25 ms) is the shortest input HuBERT's convolutions accept.
-                lambda: self.get_audio_tower_features(torch.zeros(1, 1, 400)),
-            ),
-            "face": (
-                lambda: torch.zeros(1, 1, config.face_config.hidden_size),
-                lambda: self.get_face_tower_features(
-                    torch.zeros(1, 1, 3, *(config.face_config.backbone_config.image_size,) * 2)
-                ),
-            ),
-        }
-        total = torch.zeros((), device=device)
-        heads = {"video": self.get_video_features, "audio": self.get_audio_features, "face": self.get_face_features}
-        towers = dict(tower_features)
-        for modality, (from_cache, from_tower) in dummies.items():
-            if modality in features:
-                continue
-            if modality not in towers:
-                towers[modality] = (from_cache() if cached else from_tower()).to(device)
-            total = total + heads[modality](towers[modality]).float().sum() * 0.0
-        if "fusion" not in features:
-            embeddings, gates = self.get_fusion_features(towers["video"][:1], towers["audio"][:1])
-            total = total + (embeddings.float().sum() + gates.float().sum()) * 0.0
-        return total
 
     def train(self, mode: bool = True):
         # A tower with no trainable parameter is a fixed feature extractor: it stays in eval mode (no dropout) so that
@@ -448,19 +414,62 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
         features = self._run_tower(self.face_encoder, face_pixel_values.flatten(0, 1).to(self.face_encoder.dtype))
         return features.reshape(num_tracks, num_frames, -1)
 
-    # ---- trainable heads: tower features → LLM embeddings ---------------------------------------------------
+    # ---- media → LLM embeddings (tower, then trainable head) -------------------------------------------------
 
-    def get_video_features(self, video_tower_features: torch.FloatTensor) -> torch.FloatTensor:
-        """`(N, num_frames, 1 + S, vision_hidden)` tower features → `(N, num_video_tokens, text_hidden)` embeddings."""
-        return self.video_head(video_tower_features[:, :, 0])
+    def _embed_tower_features(self, modality: str, tower_features: torch.FloatTensor) -> torch.FloatTensor:
+        # The Q-Former heads read the first feature of each frame / clip; the others are the fusion's scales.
+        if modality == "video":
+            return self.video_head(tower_features[:, :, 0])
+        if modality == "audio":
+            return self.audio_head(tower_features[:, :, 0])
+        return self.face_head(tower_features)
 
-    def get_audio_features(self, audio_tower_features: torch.FloatTensor) -> torch.FloatTensor:
-        """`(N, num_clips, 1 + S, audio_hidden)` tower features → `(N, num_audio_tokens, text_hidden)` embeddings."""
-        return self.audio_head(audio_tower_features[:, :, 0])
+    @can_return_tuple
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(N_video, num_frames, 3, image_size, image_size)`).
 
-    def get_face_features(self, face_tower_features: torch.FloatTensor) -> torch.FloatTensor:
-        """`(N, num_frames, face_hidden)` tower features → `(N, num_face_tokens, text_hidden)` embeddings."""
-        return self.face_head(face_tower_features)
+        Returns:
+            [`BaseModelOutputWithPooling`]: `last_hidden_state` = tower features `(N_video, num_frames,
+            1 + num_fusion_experts, vision_hidden)`; `pooler_output` = LLM embeddings `(N_video, num_video_tokens,
+            text_hidden)`.
+        """
+        tower_features = self.get_video_tower_features(pixel_values_videos)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=tower_features, pooler_output=self._embed_tower_features("video", tower_features)
+        )
+
+    @can_return_tuple
+    def get_audio_features(self, audio_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """
+        Args:
+            audio_values (`torch.FloatTensor` of shape `(N_audio, num_clips, num_samples)`).
+
+        Returns:
+            [`BaseModelOutputWithPooling`]: `last_hidden_state` = tower features `(N_audio, num_clips,
+            1 + num_fusion_experts, audio_hidden)`; `pooler_output` = LLM embeddings `(N_audio, num_audio_tokens,
+            text_hidden)`.
+        """
+        tower_features = self.get_audio_tower_features(audio_values)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=tower_features, pooler_output=self._embed_tower_features("audio", tower_features)
+        )
+
+    @can_return_tuple
+    def get_face_features(self, face_pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """
+        Args:
+            face_pixel_values (`torch.FloatTensor` of shape `(N_face, num_frames, 3, face_size, face_size)`).
+
+        Returns:
+            [`BaseModelOutputWithPooling`]: `last_hidden_state` = tower features `(N_face, num_frames, face_hidden)`;
+            `pooler_output` = LLM embeddings `(N_face, num_face_tokens, text_hidden)`.
+        """
+        tower_features = self.get_face_tower_features(face_pixel_values)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=tower_features, pooler_output=self._embed_tower_features("face", tower_features)
+        )
 
     def get_fusion_features(
         self, video_tower_features: torch.FloatTensor, audio_tower_features: torch.FloatTensor
@@ -482,125 +491,93 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
 
     # ---- merging into the prompt --------------------------------------------------------------------------------
 
-    def _merge_modalities(
+    def get_placeholder_mask(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None,
         inputs_embeds: torch.FloatTensor,
-        features: dict[str, torch.Tensor | None],
-        masks: dict[str, torch.BoolTensor],
-    ) -> torch.FloatTensor:
+        modality: str,
+        features: torch.FloatTensor | None = None,
+    ) -> torch.BoolTensor:
         """
-        Replaces every placeholder token with its modality embedding in one masked scatter (a gather + `where`, so
-        shapes stay static). `features[m]` holds `(N_m, tokens_m, hidden)` rows for the samples where `masks[m]` is
-        set, in batch order; a sample carries exactly `tokens_m` placeholders of modality m if present, none otherwise.
-        """
-        batch_size = input_ids.shape[0]
-        table, source = [], torch.zeros_like(input_ids)
-        placeholder_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-        offset = 0
-        for modality in MODALITIES:
-            is_placeholder = input_ids == self.config.modality_token_ids[modality]
-            modality_features = features.get(modality)
-            tokens_per_item = getattr(self.config, f"num_{modality}_tokens")
-            present = masks.get(modality)
-            expected = present.long() * tokens_per_item if present is not None else torch.zeros_like(input_ids[:, 0])
-            found = is_placeholder.sum(dim=-1)
-            if not torch.equal(found, expected):
-                bad = (found != expected).nonzero().flatten().tolist()
-                raise ValueError(
-                    f"{modality}: the prompt has {found.sum().item()} {modality} placeholder tokens but there are "
-                    f"{expected.sum().item()} {modality} features ({int(expected.sum().item() // tokens_per_item)} "
-                    f"items × {tokens_per_item} tokens); per-sample counts differ at batch indices {bad[:10]} "
-                    f"(found {found[bad[:10]].tolist()}, expected {expected[bad[:10]].tolist()})."
-                )
-            if modality_features is None:
-                continue
-            flat_rank = is_placeholder.flatten().cumsum(0).reshape(batch_size, -1) - 1
-            source = torch.where(is_placeholder, flat_rank + offset, source)
-            placeholder_mask |= is_placeholder
-            table.append(modality_features.reshape(-1, modality_features.shape[-1]))
-            offset += table[-1].shape[0]
-        if not table:
-            return inputs_embeds
-        table = torch.cat(table).to(inputs_embeds.device, inputs_embeds.dtype)
-        return torch.where(placeholder_mask.unsqueeze(-1), table[source], inputs_embeds)
+        Finds the placeholder tokens of `modality` and, when `features` `(N, tokens, hidden)` are given, checks that
+        they fill exactly those placeholders (N × tokens in all, and each sample 0 or `tokens`).
 
-    def encode_modalities(
-        self,
-        batch_size: int,
-        device: torch.device,
-        pixel_values_videos: torch.FloatTensor | None = None,
-        face_pixel_values: torch.FloatTensor | None = None,
-        audio_values: torch.FloatTensor | None = None,
-        video_tower_features: torch.FloatTensor | None = None,
-        face_tower_features: torch.FloatTensor | None = None,
-        audio_tower_features: torch.FloatTensor | None = None,
-        video_mask: torch.BoolTensor | None = None,
-        face_mask: torch.BoolTensor | None = None,
-        audio_mask: torch.BoolTensor | None = None,
-    ) -> tuple[dict, dict, torch.FloatTensor | None]:
-        """
-        Runs the towers (unless tower features are given) and the heads on the samples that carry each modality.
-
-        Media tensors are batch-aligned `(batch_size, …)`; `<modality>_mask` (`(batch_size,)` bool) says which rows
-        are real and defaults to all rows when the media is given. Rows whose mask is unset are never encoded.
+        With `input_ids=None` the placeholders are found by comparing `inputs_embeds` with the placeholder's
+        embedding, so `inputs_embeds` plus media works as in llava.
 
         Returns:
-            `(features, masks, fusion_gate_weights, tower_features)`: per modality the `(N_m, tokens, text_hidden)`
-            embeddings of the present samples in batch order and the `(batch_size,)` presence mask; gate weights are
-            `(batch_size, num_fusion_experts)` with zero rows where fusion is absent, or `None` without fusion; the
-            tower features of the present samples.
+            `torch.BoolTensor` of shape `(batch_size, sequence_length, 1)`.
+
+        Raises:
+            `ValueError` naming the modality and both counts when they differ.
         """
-        inputs = {
-            "video": (pixel_values_videos, video_tower_features, video_mask, self.get_video_tower_features),
-            "face": (face_pixel_values, face_tower_features, face_mask, self.get_face_tower_features),
-            "audio": (audio_values, audio_tower_features, audio_mask, self.get_audio_tower_features),
-        }
-        tower_features, masks = {}, {}
-        for modality, (raw, precomputed, mask, tower_fn) in inputs.items():
-            if raw is not None and precomputed is not None:
-                raise ValueError(f"{modality}: pass raw media or tower features, not both.")
-            given = raw if raw is not None else precomputed
-            if given is None:
-                if mask is not None and bool(mask.any()):
-                    raise ValueError(f"{modality}_mask marks samples as present but no {modality} input was given.")
-                continue
-            if given.shape[0] != batch_size:
+        token_id = self.config.modality_token_ids[modality]
+        if input_ids is None:
+            placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+            is_placeholder = (inputs_embeds == placeholder.to(inputs_embeds.dtype)).all(-1)
+        else:
+            is_placeholder = input_ids == token_id
+        if features is not None:
+            num_items, tokens_per_item = features.shape[:2]
+            found = int(is_placeholder.sum())
+            if found != num_items * tokens_per_item:
                 raise ValueError(
-                    f"{modality}: inputs must be batch-aligned with input_ids (batch {batch_size}), got a leading "
-                    f"dimension of {given.shape[0]}."
+                    f"{modality}: {found} placeholder tokens in the prompt but the features fill "
+                    f"{num_items * tokens_per_item} ({num_items} item{'' if num_items == 1 else 's'} × "
+                    f"{tokens_per_item} tokens)."
                 )
-            mask = torch.ones(batch_size, dtype=torch.bool, device=device) if mask is None else mask.to(device).bool()
-            masks[modality] = mask
-            if not bool(mask.any()):
-                continue
-            selected = given[mask.to(given.device)]
-            tower_features[modality] = tower_fn(selected) if raw is not None else selected
-
-        features = {}
-        if "video" in tower_features:
-            features["video"] = self.get_video_features(tower_features["video"])
-        if "audio" in tower_features:
-            features["audio"] = self.get_audio_features(tower_features["audio"])
-        if "face" in tower_features:
-            features["face"] = self.get_face_features(tower_features["face"])
-
-        fusion_gate_weights = None
-        if "video" in masks and "audio" in masks:
-            both = masks["video"] & masks["audio"]
-            masks["fusion"] = both
-            if bool(both.any()):
-                # Row of each fused sample inside the video / audio feature tensors (which hold present samples only).
-                video_rows = (masks["video"].cumsum(0) - 1)[both]
-                audio_rows = (masks["audio"].cumsum(0) - 1)[both]
-                features["fusion"], gate = self.get_fusion_features(
-                    tower_features["video"][video_rows.to(tower_features["video"].device)],
-                    tower_features["audio"][audio_rows.to(tower_features["audio"].device)],
+            per_sample = is_placeholder.sum(dim=-1)
+            bad = ((per_sample != 0) & (per_sample != tokens_per_item)).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(
+                    f"{modality}: a sample with {modality} has exactly {tokens_per_item} placeholder tokens, but "
+                    f"samples {bad[:10]} have {per_sample[bad[:10]].tolist()}."
                 )
-                fusion_gate_weights = gate.new_zeros(batch_size, gate.shape[-1])
-                fusion_gate_weights[both.to(gate.device)] = gate
-        return features, masks, fusion_gate_weights, tower_features
+        return is_placeholder.unsqueeze(-1).to(inputs_embeds.device)
 
+    def _fuse(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.FloatTensor,
+        tower_features: dict[str, torch.FloatTensor],
+        masks: dict[str, torch.BoolTensor],
+    ) -> tuple[torch.FloatTensor | None, torch.FloatTensor | None]:
+        """
+        The fusion token of each sample that has fusion placeholders, from that sample's video and audio items (the
+        k-th sample with video placeholders owns video item k; likewise for audio).
+
+        Returns:
+            `(N_fusion, num_fusion_tokens, text_hidden)` embeddings and `(batch_size, num_fusion_experts)` gate weights
+            (zero rows where a sample has no fusion), or `(None, None)` when no sample asks for fusion.
+        """
+        fusion_rows = self.get_placeholder_mask(input_ids, inputs_embeds, "fusion")[..., 0].any(dim=-1)  # (B,)
+        if not bool(fusion_rows.any()):
+            return None, None
+        missing = [modality for modality in ("video", "audio") if modality not in tower_features]
+        if missing:
+            raise ValueError(
+                f"fusion: {int(fusion_rows.sum())} samples have fusion placeholders but no {' or '.join(missing)} "
+                "media was given; a fusion token is computed from its sample's video and audio."
+            )
+        has_video, has_audio = masks["video"][..., 0].any(dim=-1), masks["audio"][..., 0].any(dim=-1)
+        unpaired = (fusion_rows & ~(has_video & has_audio)).nonzero().flatten().tolist()
+        if unpaired:
+            raise ValueError(
+                f"fusion: samples {unpaired[:10]} have fusion placeholders but not both video and audio placeholders; "
+                "a fusion token is computed from its sample's video and audio."
+            )
+        video_items = (has_video.cumsum(0) - 1)[fusion_rows]
+        audio_items = (has_audio.cumsum(0) - 1)[fusion_rows]
+        video, audio = tower_features["video"], tower_features["audio"]
+        embeddings, gates = self.get_fusion_features(
+            video[video_items.to(video.device)], audio[audio_items.to(audio.device)]
+        )
+        gate_weights = gates.new_zeros(fusion_rows.shape[0], gates.shape[-1])
+        gate_weights = gate_weights.masked_scatter(fusion_rows[:, None].to(gates.device), gates)
+        return embeddings, gate_weights
+
+    @can_return_tuple
+    @_accept_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -611,72 +588,71 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
         pixel_values_videos: torch.FloatTensor | None = None,
         face_pixel_values: torch.FloatTensor | None = None,
         audio_values: torch.FloatTensor | None = None,
-        video_tower_features: torch.FloatTensor | None = None,
-        face_tower_features: torch.FloatTensor | None = None,
-        audio_tower_features: torch.FloatTensor | None = None,
-        video_mask: torch.BoolTensor | None = None,
-        face_mask: torch.BoolTensor | None = None,
-        audio_mask: torch.BoolTensor | None = None,
-        face_boxes: torch.Tensor | None = None,
-        face_detected: torch.BoolTensor | None = None,
+        tower_features: dict[str, torch.FloatTensor] | None = None,
         use_cache: bool | None = None,
-        past_key_values=None,
         **kwargs,
     ) -> NanoEmoXModelOutputWithPast:
         r"""
+        Media tensors hold only the items that are present, in batch order (sample 0's items first); which sample
+        has what is read from the placeholders. Placeholders of a modality whose media is not given are ordinary
+        tokens (decoding steps, assisted decoding).
+
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
                 Chat-templated prompt in which each present modality occupies its placeholder tokens.
-            pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, H, W)`, *optional*):
+            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, text_hidden)`, *optional*):
+                Instead of `input_ids`; placeholders are then found by their embeddings.
+            pixel_values_videos (`torch.FloatTensor` of shape `(N_video, num_frames, 3, S, S)`, *optional*):
                 CLIP-normalised frames.
-            face_pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, H_f, W_f)`, *optional*):
+            face_pixel_values (`torch.FloatTensor` of shape `(N_face, num_frames, 3, S_f, S_f)`, *optional*):
                 ImageNet-normalised face crops, one per frame.
-            audio_values (`torch.FloatTensor` of shape `(batch_size, num_clips, num_samples)`, *optional*):
+            audio_values (`torch.FloatTensor` of shape `(N_audio, num_clips, num_samples)`, *optional*):
                 Per-clip normalised 16 kHz audio.
-            video_tower_features / face_tower_features / audio_tower_features (*optional*):
-                Precomputed outputs of `get_<modality>_tower_features`, batch-aligned, instead of the raw media.
-            video_mask / face_mask / audio_mask (`torch.BoolTensor` of shape `(batch_size,)`, *optional*):
-                Which samples carry the modality; all of them when omitted.
-            face_boxes / face_detected (*optional*):
-                The processor's record of the face crops it made, for display; accepted and ignored so that
-                `model(**processor(...))` and `model.generate(**processor(...))` work.
+            tower_features (`dict[str, torch.FloatTensor]`, *optional*):
+                Precomputed outputs of `get_<modality>_tower_features` (a feature cache) instead of the raw media of
+                that modality, with keys among `video` `(N_video, T, 1 + S, D_v)`, `face` `(N_face, T, D_f)` and
+                `audio` `(N_audio, C, 1 + S, D_a)`.
             cache (`Cache`, *optional*):
-                KV cache (`past_key_values` is accepted as the pre-5.24 name).
+                KV cache (`past_key_values=` is accepted with transformers' deprecation warning).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
-        cache = cache if cache is not None else past_key_values
-        media = {
-            "pixel_values_videos": pixel_values_videos,
-            "face_pixel_values": face_pixel_values,
-            "audio_values": audio_values,
-            "video_tower_features": video_tower_features,
-            "face_tower_features": face_tower_features,
-            "audio_tower_features": audio_tower_features,
-            "video_mask": video_mask,
-            "face_mask": face_mask,
-            "audio_mask": audio_mask,
-        }
-        fusion_gate_weights = None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            features, masks, fusion_gate_weights, tower_features = self.encode_modalities(
-                input_ids.shape[0], input_ids.device, **media
-            )
-            # Decoding steps extend a prompt whose media are in the cache already: a placeholder id there (sampled by
-            # an undertrained model) is an ordinary token, not a slot waiting for features.
-            # A one-token step is decided from shapes alone, which keeps compiled static-cache decoding free of
-            # host syncs; longer continuations ask the cache.
-            decoding = not masks and cache is not None and (input_ids.shape[1] == 1 or cache.get_seq_length() > 0)
-            if not decoding:
-                inputs_embeds = self._merge_modalities(input_ids, inputs_embeds, features, masks)
-            if self.training and self.encode_absent_modalities:
-                cached = any(media[f"{m}_tower_features"] is not None for m in ("video", "face", "audio"))
-                absent = self._absent_modalities_pass(tower_features, features, cached, inputs_embeds.device)
-                inputs_embeds = inputs_embeds + absent.to(inputs_embeds.dtype)
-        elif any(value is not None for value in media.values()):
-            raise ValueError("Media inputs need `input_ids` to locate their placeholder tokens, got `inputs_embeds`.")
 
+        # 1. Towers: raw media → tower features, unless precomputed ones are given.
+        tower_features = dict(tower_features or {})
+        unknown = set(tower_features) - set(TOWER_MODALITIES)
+        if unknown:
+            raise ValueError(
+                f"tower_features: unknown keys {sorted(unknown)}; expected keys among {TOWER_MODALITIES}."
+            )
+        for modality, raw, run_tower in (
+            ("video", pixel_values_videos, self.get_video_tower_features),
+            ("face", face_pixel_values, self.get_face_tower_features),
+            ("audio", audio_values, self.get_audio_tower_features),
+        ):
+            if raw is not None and tower_features.get(modality) is not None:
+                raise ValueError(f"{modality}: pass the raw media or its `tower_features`, not both.")
+            if raw is not None:
+                tower_features[modality] = run_tower(raw)
+        tower_features = {modality: value for modality, value in tower_features.items() if value is not None}
+
+        # 2. Heads: tower features → LLM embeddings, each checked against its placeholders, then one masked scatter
+        # per modality. The masks are all read before any placeholder embedding is replaced.
+        fusion_gate_weights = None
+        if tower_features:
+            embeddings = {m: self._embed_tower_features(m, tower_features[m]) for m in tower_features}
+            masks = {m: self.get_placeholder_mask(input_ids, inputs_embeds, m, embeddings[m]) for m in embeddings}
+            fusion, fusion_gate_weights = self._fuse(input_ids, inputs_embeds, tower_features, masks)
+            if fusion is not None:
+                embeddings["fusion"] = fusion
+                masks["fusion"] = self.get_placeholder_mask(input_ids, inputs_embeds, "fusion", fusion)
+            for modality, modality_embeddings in embeddings.items():
+                modality_embeddings = modality_embeddings.to(inputs_embeds.device, inputs_embeds.dtype)
+                inputs_embeds = inputs_embeds.masked_scatter(masks[modality], modality_embeddings)
+
+        # 3. The language model.
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -698,6 +674,7 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
     """Nano-EmoX with its language-modelling head: video, audio, faces and text in, text out."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: NanoEmoXConfig):
         super().__init__(config)
@@ -717,6 +694,20 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head = value
 
+    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """See [`NanoEmoXModel.get_video_features`]."""
+        return self.model.get_video_features(pixel_values_videos, **kwargs)
+
+    def get_audio_features(self, audio_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """See [`NanoEmoXModel.get_audio_features`]."""
+        return self.model.get_audio_features(audio_values, **kwargs)
+
+    def get_face_features(self, face_pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+        """See [`NanoEmoXModel.get_face_features`]."""
+        return self.model.get_face_features(face_pixel_values, **kwargs)
+
+    @can_return_tuple
+    @_accept_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -727,18 +718,10 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
         pixel_values_videos: torch.FloatTensor | None = None,
         face_pixel_values: torch.FloatTensor | None = None,
         audio_values: torch.FloatTensor | None = None,
-        video_tower_features: torch.FloatTensor | None = None,
-        face_tower_features: torch.FloatTensor | None = None,
-        audio_tower_features: torch.FloatTensor | None = None,
-        video_mask: torch.BoolTensor | None = None,
-        face_mask: torch.BoolTensor | None = None,
-        audio_mask: torch.BoolTensor | None = None,
-        face_boxes: torch.Tensor | None = None,
-        face_detected: torch.BoolTensor | None = None,
+        tower_features: dict[str, torch.FloatTensor] | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        past_key_values=None,
         **kwargs,
     ) -> NanoEmoXCausalLMOutputWithPast:
         r"""
@@ -751,24 +734,29 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
 
         Returns:
             [`NanoEmoXCausalLMOutputWithPast`] with `loss`, `logits` `(batch_size, kept_length, vocab_size)`, the cache
-            and `fusion_gate_weights` `(batch_size, num_fusion_experts)`.
+            and `fusion_gate_weights` `(batch_size, num_fusion_experts)`; a tuple with `return_dict=False`.
+
+        Example:
+
+        ```python
+        >>> inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+        ...                                        return_dict=True, return_tensors="pt")
+        >>> output = model(**inputs)
+        >>> output.fusion_gate_weights  # (batch_size, 3): how much each feature scale counted
+        ```
         """
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             pixel_values_videos=pixel_values_videos,
             face_pixel_values=face_pixel_values,
             audio_values=audio_values,
-            video_tower_features=video_tower_features,
-            face_tower_features=face_tower_features,
-            audio_tower_features=audio_tower_features,
-            video_mask=video_mask,
-            face_mask=face_mask,
-            audio_mask=audio_mask,
+            tower_features=tower_features,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -789,99 +777,35 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        # Media is encoded once, with the prompt; afterwards the KV cache already holds it.
-        media = {name: kwargs.pop(name) for name in MEDIA_INPUT_NAMES if name in kwargs}
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        if is_first_iteration or not kwargs.get("use_cache", True):
-            model_inputs.update(media)
-        return model_inputs
-
-    # ---- composition from released components ---------------------------------------------------------------
-
-    @classmethod
-    def from_components(
-        cls,
-        text: str | Path,
-        vision: str | Path,
-        audio: str | Path,
-        face: str | Path | None = None,
-        config_overrides: dict | None = None,
-        modality_tokens: dict[str, str] | None = None,
-        dtype: torch.dtype | None = None,
-        return_tokenizer: bool = False,
-        **hub_kwargs,
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache=None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        face_pixel_values: torch.FloatTensor | None = None,
+        audio_values: torch.FloatTensor | None = None,
+        tower_features: dict[str, torch.FloatTensor] | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
     ):
-        """
-        Composes Nano-EmoX from pretrained component checkpoints (local folders or Hub ids). The towers and the
-        language model take the components' weights; the Q-Formers, heads, adapters and fusion encoder stay randomly
-        initialised (that is what the P2E curriculum trains).
-
-        Args:
-            text: causal LM checkpoint, e.g. `Qwen/Qwen2.5-1.5B-Instruct`; its tokenizer is loaded too.
-            vision: CLIP checkpoint, e.g. `openai/clip-vit-large-patch14`; only the vision tower is loaded.
-            audio: HuBERT checkpoint, e.g. `TencentGameMate/chinese-hubert-large`.
-            face: a FaceXFormer folder written by `convert_facexformer_to_nanoemox.py`; random when omitted (with a
-                warning) so that a model can still be assembled before the conversion is done.
-            config_overrides: extra [`NanoEmoXConfig`] arguments (token counts, fusion width, …).
-            modality_tokens: placeholder strings, defaults to [`DEFAULT_MODALITY_TOKENS`].
-            dtype: dtype of the returned model (float32 by default).
-            return_tokenizer: also return the tokenizer extended with the placeholders.
-            hub_kwargs: forwarded to every `from_pretrained` call (`revision`, `token`, `cache_dir`, …).
-
-        Returns:
-            The model, or `(model, tokenizer)` with `return_tokenizer=True`.
-        """
-        from transformers import AutoConfig, AutoTokenizer, CLIPVisionModel
-
-        tokenizer = AutoTokenizer.from_pretrained(text, **hub_kwargs)
-        token_ids = add_modality_tokens(tokenizer, modality_tokens)
-        language_model = AutoModelForCausalLM.from_pretrained(text, dtype=torch.float32, **hub_kwargs)
-        vision_config = AutoConfig.from_pretrained(vision, **hub_kwargs)
-        vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIPConfig or a vision one
-        # A full CLIP checkpoint also holds the text tower, which Nano-EmoX does not use: skip the loader's long
-        # report of its "unexpected" weights.
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity_error()
-        try:
-            vision_tower = CLIPVisionModel.from_pretrained(
-                vision, config=vision_config, dtype=torch.float32, **hub_kwargs
-            )
-        finally:
-            logging.set_verbosity(verbosity)
-        audio_tower = AutoModel.from_pretrained(audio, dtype=torch.float32, **hub_kwargs)
-        face_encoder = (
-            NanoEmoXFaceEncoder.from_pretrained(face, dtype=torch.float32, **hub_kwargs) if face is not None else None
+        if cache is not None:
+            kwargs["cache"] = cache
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
         )
-        if face_encoder is None:
-            logger.warning("No face encoder given: the face encoder stays randomly initialised.")
-
-        text_config = language_model.config
-        if len(tokenizer) > text_config.vocab_size:
-            language_model.resize_token_embeddings(len(tokenizer))
-        config_kwargs = {
-            "text_config": text_config.to_dict(),
-            "vision_config": vision_tower.config.to_dict(),
-            "audio_config": {**audio_tower.config.to_dict(), "apply_spec_augment": False, "layerdrop": 0.0},
-            **{f"{modality}_token_id": token_id for modality, token_id in token_ids.items()},
-            **(config_overrides or {}),
-        }
-        if face_encoder is not None:
-            config_kwargs["face_config"] = face_encoder.config.to_dict()
-        config = NanoEmoXConfig(**config_kwargs)
-        model = cls(config)
-        model.model.language_model.load_state_dict(language_model.model.state_dict())
-        model.lm_head.load_state_dict(language_model.lm_head.state_dict())
-        model.model.vision_tower.load_state_dict(vision_tower.state_dict())
-        model.model.audio_tower.load_state_dict(audio_tower.state_dict())
-        if face_encoder is not None:
-            model.model.face_encoder.load_state_dict(face_encoder.state_dict())
-        model.generation_config = language_model.generation_config
-        # A placeholder is an input slot, never an answer token.
-        model.generation_config.suppress_tokens = sorted(config.modality_token_ids.values())
-        if dtype is not None:
-            model = model.to(dtype)
-        return (model, tokenizer) if return_tokenizer else model
+        # Media is encoded once, with the prompt; afterwards the KV cache holds it.
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs["pixel_values_videos"] = pixel_values_videos
+            model_inputs["face_pixel_values"] = face_pixel_values
+            model_inputs["audio_values"] = audio_values
+            model_inputs["tower_features"] = tower_features
+        return model_inputs
 
     # ---- saving -----------------------------------------------------------------------------------------------
 
@@ -903,34 +827,9 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
             card_path.write_text(render_model_card(self.config), encoding="utf-8")
 
 
-DEFAULT_MODALITY_TOKENS = {
-    "video": "<|emox_video|>",
-    "audio": "<|emox_audio|>",
-    "face": "<|emox_face|>",
-    "fusion": "<|emox_fusion|>",
-}
-
-
-def add_modality_tokens(tokenizer, modality_tokens: dict[str, str] | None = None) -> dict[str, int]:
-    """
-    Adds the four placeholders to `tokenizer` as named special tokens (`tokenizer.video_token`,
-    `tokenizer.video_token_id`, …), keeping the ones it already has, and returns their ids by modality.
-    """
-    modality_tokens = {**DEFAULT_MODALITY_TOKENS, **(modality_tokens or {})}
-    unknown = set(modality_tokens) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"modality_tokens: unknown modalities {sorted(unknown)}; expected keys among {MODALITIES}.")
-    tokenizer.add_special_tokens(
-        {"extra_special_tokens": list(modality_tokens.values())}, replace_extra_special_tokens=False
-    )
-    tokenizer._set_model_specific_special_tokens({f"{name}_token": token for name, token in modality_tokens.items()})
-    return {name: tokenizer.convert_tokens_to_ids(token) for name, token in modality_tokens.items()}
-
-
 __all__ = [
     "NanoEmoXFaceEncoder",
     "NanoEmoXForConditionalGeneration",
     "NanoEmoXModel",
     "NanoEmoXPreTrainedModel",
-    "add_modality_tokens",
 ]
