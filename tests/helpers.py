@@ -2,11 +2,16 @@
 
 import torch
 
+MEDIA_KEYS = {"video": "pixel_values_videos", "face": "face_pixel_values", "audio": "audio_values"}
 
-def make_batch(config, modalities_per_sample, text_lengths=None, num_frames=4, num_clips=3, seed=0):
+
+def make_batch(
+    config, modalities_per_sample, text_lengths=None, num_frames=4, num_clips=3, seed=0, padding_side="right"
+):
     """
-    Builds model inputs by hand: per sample a set of modalities among video/face/audio (fusion follows video+audio),
-    placeholders in the prompt, batch-aligned media with presence masks, right padding.
+    Builds model inputs by hand, as the processor emits them: per sample a set of modalities among video/face/audio
+    (fusion follows video+audio), their placeholders in the prompt, padding on `padding_side`, and media tensors that
+    hold only the items present, in batch order.
     """
     generator = torch.Generator().manual_seed(seed)
     batch = len(modalities_per_sample)
@@ -24,18 +29,32 @@ def make_batch(config, modalities_per_sample, text_lengths=None, num_frames=4, n
     input_ids = torch.zeros(batch, length, dtype=torch.long)
     attention_mask = torch.zeros(batch, length, dtype=torch.long)
     for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
+        span = slice(0, len(row)) if padding_side == "right" else slice(length - len(row), length)
+        input_ids[i, span] = torch.tensor(row)
+        attention_mask[i, span] = 1
     image = config.vision_config.image_size
     face = config.face_config.backbone_config.image_size
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    for modality, key, shape in (
-        ("video", "pixel_values_videos", (num_frames, 3, image, image)),
-        ("face", "face_pixel_values", (num_frames, 3, face, face)),
-        ("audio", "audio_values", (num_clips, 16000)),
+    for modality, shape in (
+        ("video", (num_frames, 3, image, image)),
+        ("face", (num_frames, 3, face, face)),
+        ("audio", (num_clips, 16000)),
     ):
-        mask = torch.tensor([modality in m for m in modalities_per_sample])
-        if mask.any():
-            inputs[key] = torch.randn(batch, *shape, generator=generator) * mask.view(-1, *[1] * len(shape))
-            inputs[f"{modality}_mask"] = mask
+        count = sum(modality in m for m in modalities_per_sample)
+        if count:
+            inputs[MEDIA_KEYS[modality]] = torch.randn(count, *shape, generator=generator)
     return inputs
+
+
+def select_sample(inputs, modalities_per_sample, index):
+    """The inputs of sample `index` alone (its media items picked out, padding cut)."""
+    kept = inputs["attention_mask"][index].bool()
+    single = {
+        "input_ids": inputs["input_ids"][index : index + 1, kept],
+        "attention_mask": inputs["attention_mask"][index : index + 1, kept],
+    }
+    for modality, key in MEDIA_KEYS.items():
+        if modality in modalities_per_sample[index]:
+            item = sum(modality in m for m in modalities_per_sample[:index])
+            single[key] = inputs[key][item : item + 1]
+    return single
