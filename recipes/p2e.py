@@ -247,7 +247,6 @@ def run_phase(name, args: P2EArguments, training_args: SFTConfig, model_args: Mo
 
     phase = PHASES[name]
     counts = freeze_for_phase(model, phase, tuple(args.trainable) if args.trainable else None)
-    model.model.encode_absent_modalities = True
     if model_args.use_peft:
         model = apply_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
         counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -88,7 +88,6 @@ def test_mixture_sampler_draws_datasets_at_their_weights():
 def test_freezing_trains_exactly_the_phase_prefixes(tiny_model, tiny_processor, small_data):
     model = copy.deepcopy(tiny_model)
     freeze_for_phase(model, PHASES["1.1"])
-    model.model.encode_absent_modalities = True
     model.train()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     samples, _ = load_manifest(small_data / "train.jsonl", tasks={"msa"})
@@ -101,24 +100,61 @@ def test_freezing_trains_exactly_the_phase_prefixes(tiny_model, tiny_processor, 
         assert changed == name.startswith("model.audio_head."), name
 
 
-def test_absent_modalities_still_get_a_zero_gradient(tiny_model, tiny_processor):
-    model = copy.deepcopy(tiny_model)
+@pytest.mark.parametrize("cached", [False, True], ids=["raw-media", "tower-features"])
+def test_absent_modalities_still_get_a_zero_gradient(cached):
+    """The trainer's data-parallel pass (`absent_branches_pass`): every trainable branch joins the step, adding 0."""
+    from helpers import make_batch
+    from modeling_nanoemox import NanoEmoXConfig, NanoEmoXForConditionalGeneration
+    from modeling_nanoemox.training.curriculum import absent_branches_pass
+
+    torch.manual_seed(0)
+    model = NanoEmoXForConditionalGeneration(NanoEmoXConfig.tiny(fusion_dropout=0.0, projector_dropout=0.0))
     freeze_for_phase(model, PHASES["2"])
-    model.model.encode_absent_modalities = True
     model.train()
-    batch = tiny_processor(audio=(np.sin(np.arange(16000) / 7).astype("float32"), 16000), text="hm", task="msa",
-                           targets="positive")  # fmt: skip
-    plain = copy.deepcopy(model)
-    plain.model.encode_absent_modalities = False
+    batch = make_batch(model.config, [{"audio"}])
+    if cached:
+        batch["tower_features"] = {"audio": model.model.get_audio_tower_features(batch.pop("audio_values"))}
+    tower_calls = []
+    hook = model.model.vision_tower.register_forward_hook(lambda *_: tower_calls.append(1))
     torch.manual_seed(0)
-    loss = model(**batch).loss
+    plain = model(**batch, labels=batch["input_ids"]).loss
     torch.manual_seed(0)
-    torch.testing.assert_close(loss, plain(**batch).loss)
+    loss = model(**batch, labels=batch["input_ids"]).loss
+    loss = loss + absent_branches_pass(model, batch)
+    hook.remove()
+    assert len(tower_calls) == (0 if cached else 1)  # cached features: the dummy skips the towers too
+    torch.testing.assert_close(loss, plain)
     loss.backward()
-    video_grad = model.model.video_head.projector.weight.grad
-    assert video_grad is not None and video_grad.abs().sum() == 0  # part of the step, contributes nothing
-    assert model.model.fusion_encoder.gate[0].weight.grad is not None
+    for name in ("video_head.projector.weight", "face_head.queries", "fusion_encoder.gate.0.weight"):
+        grad = model.model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() == 0, name  # part of the step, contributes nothing
     assert model.model.audio_head.projector.weight.grad.abs().sum() > 0
+
+
+def test_trainer_adds_the_absent_branches_pass_when_asked(monkeypatch):
+    from types import SimpleNamespace
+
+    from trl import SFTTrainer
+
+    from helpers import make_batch
+    from modeling_nanoemox import NanoEmoXConfig, NanoEmoXForConditionalGeneration
+    from modeling_nanoemox.training.curriculum import NanoEmoXTrainer
+
+    torch.manual_seed(0)
+    model = NanoEmoXForConditionalGeneration(NanoEmoXConfig.tiny())
+    freeze_for_phase(model, PHASES["2"])
+    model.train()
+    batch = make_batch(model.config, [{"audio"}])
+    monkeypatch.setattr(
+        SFTTrainer, "compute_loss", lambda self, m, inputs, **_: m(**inputs, labels=inputs["input_ids"]).loss
+    )
+    trainer = object.__new__(NanoEmoXTrainer)  # the loss path only; the gloo test runs the real trainer
+    trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m)
+    for run_every_branch in (False, True):
+        model.zero_grad()
+        trainer.run_every_branch = run_every_branch
+        trainer.compute_loss(model, batch).backward()
+        assert (model.model.video_head.projector.weight.grad is not None) == run_every_branch
 
 
 def test_feature_cache_gives_the_same_loss(tiny_model, tiny_processor, small_data, tmp_path):
