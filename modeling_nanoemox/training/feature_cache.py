@@ -107,24 +107,28 @@ class FeatureCache:
         try:
             for start in tqdm(range(0, len(todo), batch_size), desc="feature cache", unit="batch"):
                 batch = todo[start : start + batch_size]
-                inputs = processor(
-                    videos=[s.video for s in batch],
-                    audio=[s.audio for s in batch],
-                    faces=[s.faces for s in batch],
-                    text=[""] * len(batch),
-                    task=["msa"] * len(batch),
-                )
+                # The standard chat path, every modality on (a phase reads a restricted view of the cache).
+                conversations = [
+                    processor.build_task_messages("msa", video=s.video, audio=s.audio, faces=s.faces) for s in batch
+                ]
+                inputs = processor.apply_chat_template(
+                    conversations, tokenize=True, return_dict=True, return_tensors="pt", load_audio_from_video=True,
+                    max_length=10**6,
+                )  # fmt: skip
+                # Media tensors hold only the items present, in batch order; the placeholders say which rows have them.
+                ids = inputs["input_ids"]
                 encoded = {}
                 with torch.inference_mode():
-                    for modality, key, encode in (
-                        ("video", "pixel_values_videos", inner.get_video_tower_features),
-                        ("face", "face_pixel_values", inner.get_face_tower_features),
-                        ("audio", "audio_values", inner.get_audio_tower_features),
-                    ):
+                    for modality, key, token_id, encode in (
+                        ("video", "pixel_values_videos", processor.tokenizer.video_token_id,
+                         inner.get_video_tower_features),
+                        ("face", "face_pixel_values", processor.tokenizer.face_token_id, inner.get_face_tower_features),
+                        ("audio", "audio_values", processor.tokenizer.audio_token_id, inner.get_audio_tower_features),
+                    ):  # fmt: skip
                         if key in inputs:
-                            mask = inputs[f"{modality}_mask"]
-                            features = encode(inputs[key][mask].to(model.device)).float().cpu()
-                            encoded[modality] = dict(zip(mask.nonzero().flatten().tolist(), features))
+                            rows = (ids == token_id).any(dim=1).nonzero().flatten().tolist()
+                            features = encode(inputs[key].to(model.device)).float().cpu()
+                            encoded[modality] = dict(zip(rows, features))
                 for row, sample in enumerate(batch):
                     tensors = {m: per_row[row].contiguous() for m, per_row in encoded.items() if row in per_row}
                     if tensors:
