@@ -1,7 +1,7 @@
-"""benchmarks/gpu_bench.py (issue 7): the device benchmark runs on the CPU with the tiny config, reports every
-section, and its FLOP counts agree with a count by hand and with torch's FLOP counter."""
+"""benchmarks/gpu_bench.py and the section modules beside it (issue 7): the device benchmark runs on the CPU with the
+tiny config, reports every section, and its FLOP counts (`gpu_flops.py`) agree with a count by hand and with torch's
+FLOP counter."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +12,10 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_bench.py"
+# The benchmark's modules import each other as siblings (a script's folder is on sys.path); so do these tests.
+sys.path.insert(0, str(SCRIPT.parent))
+import gpu_flops  # noqa: E402
+
 BATCH, TOKENS, LABELS = 2, 48, 8
 
 pytestmark = pytest.mark.slow
@@ -89,8 +93,9 @@ def test_llm_flops_match_a_count_by_hand(run):
     """The tiny decoder (dimensions read from `NanoEmoXConfig.tiny()`, 48 tokens, batch 2, logits at every position),
     counted here by hand: per layer and token q, k, v, o, gate, up, down; attention over the 48 × 48 square; LoRA r 16
     on the same seven projections; the tied LM head."""
-    configuration = load_bench().load_model_code()[0]  # the same files, without the processor's imports
-    text = configuration.NanoEmoXConfig.tiny().text_config
+    from modeling_nanoemox import NanoEmoXConfig
+
+    text = NanoEmoXConfig.tiny().text_config
     d, ff, layers, vocab, rank = text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.vocab_size, 16
     head_dim = d // text.num_attention_heads
     q, kv = text.num_attention_heads * head_dim, text.num_key_value_heads * head_dim
@@ -122,29 +127,19 @@ def test_no_module_missing_from_the_gpu_image_is_imported(run):
     assert run[0]["forbidden_modules_loaded"] == []
 
 
-def load_bench():
-    # Run as a script, the benchmark finds its sibling `_machine.py` on sys.path; imported here, it needs the folder.
-    if str(SCRIPT.parent) not in sys.path:
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("gpu_bench_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_full_size_paper_flops_match_the_flop_counter_on_the_meta_device():
     """The full 2.2 B model on the meta device (no memory, no compute): each component's paper count equals what
     `torch.utils.flop_counter` sees, towers forward, heads and LoRA-adapted LLM forward + backward."""
     from peft import LoraConfig, get_peft_model
     from torch.utils.flop_counter import FlopCounterMode
 
-    bench = load_bench()
-    configuration, modeling, phases = bench.load_model_code()
-    config = configuration.NanoEmoXConfig()
+    from modeling_nanoemox import NanoEmoXConfig, NanoEmoXForConditionalGeneration, phases
+
+    config = NanoEmoXConfig()
     batch, tokens, frames, clips, samples = 8, 200, 8, 8, 32000
-    flops = bench.training_flops(config, phases, batch, tokens, frames, clips, samples)
+    flops = gpu_flops.training_flops(config, batch, tokens, frames, clips, samples)
     with torch.device("meta"):
-        model = modeling.NanoEmoXForConditionalGeneration(config)
+        model = NanoEmoXForConditionalGeneration(config)
     phase = phases.PHASES["3"]
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith(phase.trainable_prefixes))
@@ -166,7 +161,7 @@ def test_full_size_paper_flops_match_the_flop_counter_on_the_meta_device():
         return pytest.approx(value, rel=1e-6)
 
     def counted(fn) -> int:
-        counter = FlopCounterMode(display=False, custom_mapping=bench.flop_counter_mapping())
+        counter = FlopCounterMode(display=False, custom_mapping=gpu_flops.flop_counter_mapping())
         with counter:
             fn()
         return counter.get_total_flops()
@@ -186,9 +181,9 @@ def test_full_size_paper_flops_match_the_flop_counter_on_the_meta_device():
     audio = torch.empty(batch, clips, 1 + experts, config.audio_config.hidden_size, device="meta")
     faces = torch.empty(batch, frames, config.face_config.hidden_size, device="meta")
 
-    def heads():
-        out = inner.get_video_features(video).sum() + inner.get_audio_features(audio).sum()
-        out = out + inner.get_face_features(faces).sum() + inner.get_fusion_features(video, audio)[0].sum()
+    def heads():  # the trainable modules between the towers and the LLM, on tower features (the feature cache's path)
+        out = inner.video_head(video[:, :, 0]).sum() + inner.audio_head(audio[:, :, 0]).sum()
+        out = out + inner.face_head(faces).sum() + inner.get_fusion_features(video, audio)[0].sum()
         out.backward()
 
     assert counted(heads) == exactly(flops["heads_forward_backward"])
