@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..data.manifest import iter_jsonl
 from .emotion_wheel import split_label_string
 
 ROUTES = ("json_list", "label_string", "template", "extractor")
@@ -35,8 +36,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"No such file: {str(path)!r}")
-    from ..data.manifest import iter_jsonl
-
     return list(iter_jsonl(path))
 
 
