@@ -1174,4 +1174,5 @@ __all__ = [
     "expression_frames",
     "label_from_cues",
     "render_face",
+    "tokenizer_texts",
 ]
