@@ -128,4 +128,3 @@ _COARSE_GROUPS = {
 # word → coarse class. Covers the 25 gold labels (`prompts_nanoemox.AVAMERG_LABELS`), the authors' 36-word map and
 # the words their extractor emits.
 COARSE_CLASS = {word: coarse for coarse, words in _COARSE_GROUPS.items() for word in words}
-

@@ -74,6 +74,7 @@ from .parsing import align_rows, parse_label_predictions, parse_label_references
 
 logger = logging.get_logger(__name__)
 
+
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
