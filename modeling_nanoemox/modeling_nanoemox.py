@@ -13,6 +13,7 @@ One clip travels through the model like this (full-size shapes, N clips, T = 8 f
 The modality embeddings replace the placeholder tokens of the chat-templated prompt, then the language model runs.
 """
 
+import shutil
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -819,6 +820,17 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
             "AutoModelForImageTextToText": "modeling_nanoemox.NanoEmoXForConditionalGeneration",
             "AutoModelForMultimodalLM": "modeling_nanoemox.NanoEmoXForConditionalGeneration",
         }
+        # The folder's own pipeline (`pipeline(model=folder, trust_remote_code=True)`) is pipeline_nanoemox.py, next
+        # to this file in the package. A model loaded as remote code may lack it; then the folder names no pipeline.
+        pipeline_file = Path(__file__).with_name("pipeline_nanoemox.py")
+        self.config.custom_pipelines = (
+            {"nanoemox": {"impl": "pipeline_nanoemox.NanoEmoXPipeline", "pt": ["AutoModel"], "type": "multimodal"}}
+            if pipeline_file.is_file()
+            else {}
+        )
+        if pipeline_file.is_file():  # before saving, so that `push_to_hub=True` uploads it too
+            Path(save_directory).mkdir(parents=True, exist_ok=True)
+            shutil.copy(pipeline_file, Path(save_directory) / pipeline_file.name)
         super().save_pretrained(save_directory, *args, **kwargs)
         card_path = Path(save_directory) / "README.md"
         if not card_path.exists():
