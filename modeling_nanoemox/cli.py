@@ -3,7 +3,8 @@
 
     nanoemox info [--size tiny|full] [--json]
     nanoemox create-tiny OUT_DIR [--seed N]
-    nanoemox predict --model DIR_OR_HUB_ID --video F [--audio F] [--text S] [--history JSON] --task T [--json]
+    nanoemox predict --model DIR_OR_HUB_ID --video F [--audio F] [--text S] [--history JSON] [--candidates A,B]
+                     --task T [--json]
     nanoemox eval run --model DIR --data MANIFEST --task T --out RUN_DIR [--batch-size N]
     nanoemox eval score --task T --predictions P.jsonl --references R.jsonl [--emotion-wheel DIR] [--out DIR]
 
@@ -11,13 +12,20 @@ Errors print one readable line on stderr and exit with status 1 (2 for bad argum
 """
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 
-from transformers.utils import logging as transformers_logging
+# Imports of torch, transformers and the command modules happen inside the handlers, so `nanoemox --help` (and a
+# mistyped command) answers without loading them.
 
-logger = transformers_logging.get_logger(__name__)
+# Commands whose arguments live in another module: (name, help, "module:register function"). The module is imported
+# only when its command runs (or its own --help is asked for); the top-level help needs just the line.
+_LAZY_COMMANDS = (
+    ("predict", "Answer one task for one clip.", "predict:register"),
+    ("eval", "Evaluate predictions with benchmark-compatible metrics.", "evaluation.cli:register"),
+)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -38,7 +46,8 @@ def _create_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the arguments of lazily registered commands are added for `command` only (all when `None`)."""
     parser = argparse.ArgumentParser(prog="nanoemox", description="Nano-EmoX: multimodal emotional intelligence.")
     parser.add_argument("--verbose", action="store_true", help="Show library log messages on stderr.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,21 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
     tiny.set_defaults(handler=_create_tiny)
 
-    for register in _extra_commands():
-        register(commands)
+    for name, help_text, target in _LAZY_COMMANDS:
+        if command is None or command == name:
+            module, function = target.split(":")
+            getattr(importlib.import_module(f".{module}", __package__), function)(commands)
+        else:
+            commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
-def _extra_commands():
-    from .evaluation.cli import register as register_eval
-    from .predict import register as register_predict
-
-    return [register_predict, register_eval]
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the command line (the first word that is not a top-level option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_in(argv)
+    parser = build_parser(command if command in {name for name, _, _ in _LAZY_COMMANDS} else "")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
     # transformers' own chatter (progress bars, notices) would pollute output meant for pipes; --verbose brings it
     # back. The project's warnings (no face found, no audio track, ...) always reach stderr.
     transformers_logging.set_verbosity(logging.INFO if args.verbose else logging.ERROR)
@@ -79,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("nanoemox: interrupted\n")
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
+    except Exception as error:  # one line, never a traceback (--verbose adds the details)
         message = " ".join(str(error).split()) or type(error).__name__
+        if not isinstance(error, (ValueError, TypeError, OSError, RuntimeError, ImportError)):
+            message = f"{type(error).__name__}: {message} (run with --verbose for details)"
         sys.stderr.write(f"nanoemox {args.command}: error: {message}\n")
         if args.verbose:
-            logger.exception("details")
+            transformers_logging.get_logger(__name__).exception("details")
         return 1
 
 

@@ -1,66 +1,104 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
-"""`nanoemox predict`: one clip in, the model's answer out (with `--json`: face boxes, fusion gates, timings)."""
+"""`nanoemox predict`: one clip in, the model's answer out (with `--json`: face boxes, fusion gates, timings).
+
+It runs through [`NanoEmoXPipeline`] (`modeling_nanoemox/pipeline_nanoemox.py`), the pipeline saved with every model
+folder, so the command line, the demo and `pipeline(model=folder, trust_remote_code=True)` give the same answers.
+"""
 
 import argparse
 import json
+import os
+import re
 import sys
-import time
 from pathlib import Path
 
-import torch
+from nanoemox_processing.prompts_nanoemox import TASK_NAMES
+
+# What a Hub id looks like ("name" or "owner/name"); anything else given as --model is a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+
+
+def check_model_id(model_id: str) -> str:
+    """
+    Fails fast, in one line, on a model that cannot exist: a local path (absolute, `./…`, `~/…`, three or more parts,
+    or inside an existing folder) that is no folder, a folder without `config.json`, or — with `HF_HUB_OFFLINE` set —
+    a Hub id that is not in the local cache. Nothing here touches the network.
+    """
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise OSError(f"{model_id} is a folder without config.json, not a saved Nano-EmoX model.")
+        return model_id
+    looks_like_path = (
+        not _HUB_ID.match(model_id)
+        or model_id.startswith((".", "~"))
+        or ("/" in model_id and Path(model_id.split("/")[0]).is_dir())
+    )
+    if looks_like_path:
+        raise OSError(f"no such model folder or Hub id: {model_id}")
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            raise OSError(f"no such model folder or Hub id: {model_id} (HF_HUB_OFFLINE is set and it is not cached)")
+    return model_id
 
 
 def load(model_id: str, device: str | None = None, dtype: str = "auto"):
-    """Loads a Nano-EmoX folder or Hub id through the public Auto classes."""
+    """Loads a Nano-EmoX folder or Hub id through the public Auto classes; returns `(model, processor)`."""
+    import torch
     from transformers import AutoModel, AutoProcessor
 
+    check_model_id(model_id)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         dtype
     ]
-    model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=torch_dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
-    return model, processor
+    try:
+        model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=torch_dtype)
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+    except OSError as error:
+        if Path(model_id).expanduser().is_dir():
+            raise
+        raise OSError(f"no such model folder or Hub id: {model_id} ({' '.join(str(error).split())[:200]})") from None
+    return model.to(device).eval(), processor
+
+
+def build_pipeline(model, processor):
+    """[`NanoEmoXPipeline`] around an already loaded model and processor, on the model's device."""
+    from .pipeline_nanoemox import NanoEmoXPipeline
+
+    return NanoEmoXPipeline(model=model, processor=processor, device=model.device)
 
 
 def predict(
-    model, processor, *, video=None, audio=None, text=None, history=None, task="mer", max_new_tokens=128
+    model,
+    processor,
+    *,
+    video=None,
+    audio=None,
+    text=None,
+    history=None,
+    candidates=None,
+    task="mer",
+    max_new_tokens=128,
+    load_audio_from_video=True,
 ) -> dict:
     """
-    Runs one sample end to end and returns the answer with what the model saw: face boxes (original-frame pixels),
-    per-frame face flags, the fusion gate weights and timings in seconds.
+    Runs one sample end to end (greedy decoding) and returns the pipeline's result: `task`, `answer` (ERG also
+    `chain_of_empathy` and `reply`), `modalities`, `face_boxes` / `crop_boxes` / `face_source` (per frame) when there
+    is a video, `fusion_gate_weights` (or `None`) and `timings` in seconds.
     """
-    timings = {}
-    start = time.perf_counter()
-    inputs = processor(videos=video, audio=audio, text=text, history=history, task=task)
-    timings["preprocess_s"] = time.perf_counter() - start
-
-    gates = []
-    # The gate weights are an output of the prompt's forward pass; a hook reads them during generation.
-    hook = model.model.fusion_encoder.register_forward_hook(lambda _m, _i, output: gates.append(output[1].detach()))
-    try:
-        start = time.perf_counter()
-        device_inputs = inputs.to(model.device)
-        with torch.inference_mode():
-            output = model.generate(**device_inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        timings["generate_s"] = time.perf_counter() - start
-    finally:
-        hook.remove()
-    answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :])[0].strip()
-    result = {"task": task, "answer": answer}
-    if task == "erg":
-        result["chain_of_empathy"], result["reply"] = processor.split_chain_of_empathy(answer)
-    result["modalities"] = [
-        name for name, key in (("video", "video_mask"), ("face", "face_mask"), ("audio", "audio_mask"))
-        if key in inputs and bool(inputs[key][0])
-    ]  # fmt: skip
-    if "face_boxes" in inputs:
-        result["face_boxes"] = [[round(v, 1) for v in box] for box in inputs["face_boxes"][0].tolist()]
-        result["face_detected"] = inputs["face_detected"][0].tolist()
-    result["fusion_gate_weights"] = gates[0][0].float().tolist() if gates else None
-    result["timings"] = {k: round(v, 4) for k, v in timings.items()}
-    return result
+    sample = {"video": video, "audio": audio, "text": text, "history": history, "candidates": candidates}
+    sample = {key: value for key, value in sample.items() if value is not None}
+    return build_pipeline(model, processor)(
+        sample, task=task, max_new_tokens=max_new_tokens, load_audio_from_video=load_audio_from_video
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,6 +110,10 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--history is not valid JSON ({error.msg} at position {error.pos}).") from None
     if args.video is None and args.audio is None and args.text is None:
         raise ValueError("give at least one of --video, --audio, --text.")
+    for option, value in (("--video", args.video), ("--audio", args.audio)):
+        if value is not None and not Path(value).exists():
+            raise OSError(f"{option} {value}: no such file.")
+    candidates = [label.strip() for label in args.candidates.split(",") if label.strip()] if args.candidates else None
     model, processor = load(args.model, args.device, args.dtype)
     result = predict(
         model,
@@ -80,22 +122,26 @@ def _run(args: argparse.Namespace) -> int:
         audio=args.audio,
         text=args.text,
         history=history,
+        candidates=candidates,
         task=args.task,
         max_new_tokens=args.max_new_tokens,
+        load_audio_from_video=not args.no_video_audio,
     )
-    sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.json else result["answer"] + "\n")
+    sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n" if args.json else result["answer"] + "\n")
     return 0
 
 
 def register(commands) -> None:
     parser = commands.add_parser("predict", help="Answer one task for one clip.")
     parser.add_argument("--model", required=True, help="Model folder or Hub id.")
-    parser.add_argument("--video", help="Video file (.mp4, .mkv, ...); its audio track is used unless --audio.")
+    parser.add_argument("--video", help="Video file (.mp4, .mkv, ...) or folder of frames; its audio track is used.")
     parser.add_argument("--audio", help="Audio file, instead of the video's own track.")
+    parser.add_argument("--no-video-audio", action="store_true", help="Ignore the video's own audio track.")
     parser.add_argument("--text", help="Subtitle / utterance (ERG: the user's current input).")
     parser.add_argument("--history", help="ERG dialogue history: JSON list of {role, content} or a file with it.")
-    parser.add_argument("--task", required=True, choices=("msa", "mer", "ovmer", "mir", "eri", "erg"))
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="Generation budget.")
+    parser.add_argument("--candidates", help="Comma-separated labels to choose from (MER, MIR); default: the task's.")
+    parser.add_argument("--task", required=True, choices=TASK_NAMES)
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="Generation budget (default 128).")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     parser.add_argument("--json", action="store_true", help="Print answer, face boxes, fusion gates and timings.")
