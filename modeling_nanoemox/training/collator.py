@@ -1,6 +1,7 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
 """The training collator: manifest rows → model inputs with `labels` on the answer tokens only."""
 
+import os
 from collections.abc import Iterable
 
 import torch
@@ -57,6 +58,15 @@ class NanoEmoXDataCollator:
             max_length=self.max_length,
         )
 
+    def _live_media(self, row: dict) -> tuple:
+        """The (video, audio) parts of a row for the phase's modalities. A phase with audio but no video hears the
+        video file's own track as a separate audio part (what the feature cache path feeds it too)."""
+        video = row.get("video") if "video" in self.modalities else None
+        audio = row.get("audio") if "audio" in self.modalities else None
+        if audio is None and video is None and "audio" in self.modalities and _has_audio_track(row.get("video")):
+            audio = row["video"]
+        return video, audio
+
     def __call__(self, rows: list[dict]) -> BatchFeature:
         missing = [row["id"] for row in rows if not row.get("target")]
         if missing:
@@ -65,14 +75,7 @@ class NanoEmoXDataCollator:
                            "return_assistant_tokens_mask": True, "padding": True, "padding_side": "right",
                            "max_length": self.max_length}  # fmt: skip
         if self.feature_cache is None:
-            conversations = [
-                self._messages(
-                    row,
-                    row.get("video") if "video" in self.modalities else None,
-                    row.get("audio") if "audio" in self.modalities else None,
-                )
-                for row in rows
-            ]
+            conversations = [self._messages(row, *self._live_media(row)) for row in rows]
             batch = self.processor.apply_chat_template(
                 conversations,
                 load_audio_from_video="audio" in self.modalities,
@@ -117,6 +120,16 @@ class NanoEmoXDataCollator:
         if features:
             batch["tower_features"] = features
         return batch
+
+
+def _has_audio_track(video) -> bool:
+    """Whether `video` is a media file with an audio stream (a folder of frames or an array has none)."""
+    if not isinstance(video, (str, os.PathLike)) or os.path.isdir(video):
+        return False
+    from nanoemox_processing.media_nanoemox import open_container
+
+    with open_container(video) as container:
+        return bool(container.streams.audio)
 
 
 def _render_with_spans(processor, conversations: list[list[dict]]):
