@@ -14,6 +14,10 @@ DESIGN §2 counts; the four projectors alone would be 5.3 M.
 
 from dataclasses import dataclass
 
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
 AUDIO_HEAD = ("model.audio_head.",)
 VISUAL_HEAD = ("model.video_head.", "model.face_head.")
 HEADS = (*AUDIO_HEAD, *VISUAL_HEAD, "model.fusion_encoder.", "model.fusion_projector.")
@@ -62,22 +66,41 @@ def freeze_for_phase(model, phase: Phase, trainable_prefixes: tuple[str, ...] | 
     return counts
 
 
-def apply_lora(model, rank: int = LORA_RANK, alpha: int = LORA_ALPHA, dropout: float = LORA_DROPOUT):
+def apply_lora(model, config=None):
     """
-    Wraps the model with PEFT LoRA on the LLM's q, k, v, o, gate, up and down projections (nowhere else) and keeps the
-    modality heads trainable as `modules_to_save`, so the adapter folder carries everything phase 3 trains.
+    Wraps the model with PEFT LoRA. `config` (a `peft.LoraConfig`, e.g. TRL's `get_peft_config(model_args)` built from
+    a recipe's `lora_*` fields) is used as given, except that what it leaves unset is the recipe's default:
+    `target_modules` the LLM's q, k, v, o, gate, up and down projections (`LORA_TARGET_REGEX`, nowhere else) and
+    `modules_to_save` the modality heads (`HEAD_MODULES`) that have trainable parameters (as `freeze_for_phase` left
+    them), so the adapter folder carries everything phase 3 trains. Without `config`: rank 16, alpha 32, dropout 0.05.
+
+    `target_modules` / `modules_to_save` follow PEFT's matching: a list entry matches a module whose name is it or
+    ends with `.` + it, so a short name such as `q_proj` also matches the towers' attention projections (a warning
+    says so); give the full path (`language_model.layers.0.self_attn.q_proj`) to stay inside the LLM. Parameters
+    outside the adapted modules and `modules_to_save` are frozen, whatever the phase's prefixes said.
     """
+    import copy
+
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=LORA_TARGET_REGEX,
-        modules_to_save=list(HEAD_MODULES),
-        task_type="CAUSAL_LM",
+    if config is None:
+        config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, task_type="CAUSAL_LM")
+    config = copy.deepcopy(config)
+    if config.target_modules is None:
+        config.target_modules = LORA_TARGET_REGEX
+    if config.modules_to_save is None:
+        heads = {name.split(".")[1] for name, p in model.named_parameters() if p.requires_grad and name.count(".") > 1}
+        config.modules_to_save = [head for head in HEAD_MODULES if head in heads]
+    model = get_peft_model(model, config)
+    outside = sorted(
+        name for name, module in model.named_modules() if hasattr(module, "lora_A") and ".language_model." not in name
     )
-    return get_peft_model(model, config)
+    if outside:
+        logger.warning(
+            f"LoRA target_modules {config.target_modules} also adapt {len(outside)} modules outside the language "
+            f"model (first: {outside[0]}); name them by full path to adapt the LLM only."
+        )
+    return model
 
 
 def lora_parameter_count(text_config, rank: int = LORA_RANK, targets=LORA_TARGET_MODULES) -> int:

@@ -16,17 +16,26 @@ under ten minutes, evaluates it on a held-out split and writes `OUTPUT_DIR/eval_
     accelerate launch recipes/p2e.py --output_dir outputs/p2e
 
 The full run (tried on: nothing yet — no GPU was available to this project; sized for 8×80 GB) starts from a model
-composed of the released components (`NanoEmoXForConditionalGeneration.from_components`) and manifests written by
-`recipes/prepare_data.py`:
+composed of the released components (`compose_from_components`, importable from `modeling_nanoemox`) and manifests
+written by `recipes/prepare_data.py`:
 
     accelerate launch --config_file recipes/accelerate/multi_gpu.yaml recipes/p2e.py --recipe full \\
         --model_name_or_path nanoemox-start --data_root data/manifests --media_root data/media \\
         --output_dir outputs/p2e-full
 
+A quick check that the embedded default starts (every phase stops after two steps, on a smaller generated set):
+
+    accelerate launch recipes/p2e.py --output_dir /tmp/p2e-check --max_steps 2 --num_train_samples 24 \
+        --num_test_samples 12
+
 One phase with its YAML, TRL style (any SFTConfig / ModelConfig field can be overridden on the command line):
 
     accelerate launch recipes/p2e.py --config recipes/configs/full/phase_3.yaml --phase 3 \\
         --output_dir outputs/p2e-full --data_root data/manifests --per_device_train_batch_size 2
+
+Phase 3's LoRA is TRL's `get_peft_config(ModelConfig)`: `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`
+and `lora_modules_to_save` (PEFT's name matching) take effect; left unset, LoRA adapts the LLM's q, k, v, o, gate, up
+and down projections only and saves the heads with the adapter (`modeling_nanoemox.phases`).
 
 `--push_to_hub --hub_model_id ORG/NAME` publishes each phase's folder through the standard Trainer path. A killed run
 resumes from the last checkpoint of the unfinished phase when relaunched with the same command.
@@ -44,7 +53,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoProcessor
 from transformers.utils import logging
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from modeling_nanoemox.data import load_manifest
 from modeling_nanoemox.phases import AUDIO_HEAD, PHASES
@@ -93,7 +102,11 @@ class P2EArguments:
     )
     tasks: list[str] | None = field(default=None, metadata={"help": "Keep only these tasks of the manifests."})
     modalities: list[str] | None = field(
-        default=None, metadata={"help": "Media the phase feeds (among video, face, audio); others are left out."}
+        default=None,
+        metadata={
+            "help": "Media the phase feeds (among video, face, audio; default all); the others are not read, so a "
+            "phase without audio has no audio (not even a video's own track) and no fusion token."
+        },
     )
     trainable: list[str] | None = field(
         default=None,
@@ -152,8 +165,7 @@ def phase_configs(argv: list[str]) -> list[tuple[str, P2EArguments, SFTConfig, M
 def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
     """Generates the embedded dataset and a tiny start model (once); returns (data_root, start model folder)."""
     from embedded.dataset import build_synthetic_dataset
-    from embedded.towers import build_start_model as build_tiny
-    from embedded.towers import pretrain_towers
+    from embedded.towers import build_start_model, pretrain_towers
 
     data_root = output_dir / "data"
     if not (data_root / "train.jsonl").is_file():
@@ -161,8 +173,8 @@ def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
     start = output_dir / "start"
     if not (start / "config.json").is_file():
         # The released towers come pretrained; the tiny ones get a short supervised pre-training on the generated
-        # training split instead (modeling_nanoemox.tiny.pretrain_towers), then stay frozen like the real ones.
-        model, processor = build_tiny(seed=0)
+        # training split instead (embedded.towers.pretrain_towers), then stay frozen like the real ones.
+        model, processor = build_start_model(seed=0)
         samples, _ = load_manifest(data_root / "train.jsonl")
         cues = [json.loads(line) for line in (data_root / "cues.jsonl").read_text().splitlines()]
         accuracy = pretrain_towers(
@@ -172,9 +184,6 @@ def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
         model.save_pretrained(start)
         processor.save_pretrained(start)
     return str(data_root), str(start)
-
-
-MEDIA_FIELD = {"video": "video", "face": "faces", "audio": "audio"}
 
 
 def training_dataset(args: P2EArguments) -> tuple[Dataset, dict[str, float], list]:
@@ -193,10 +202,6 @@ def training_dataset(args: P2EArguments) -> tuple[Dataset, dict[str, float], lis
             row = sample.to_dict()
             row.pop("reference")  # evaluation only (and of mixed types, which Arrow cannot store in one column)
             row["dataset"] = entry["name"]
-            if args.modalities is not None:
-                for modality, key in MEDIA_FIELD.items():
-                    if modality not in args.modalities:
-                        row[key] = None
             rows.append(row)
             samples.append(sample)
     if not rows:
@@ -212,7 +217,7 @@ def start_model(name: str, output_dir: Path, args: P2EArguments, model_args: Mod
         source = model_args.model_name_or_path
         if source is None:
             raise ValueError(
-                "Phases 1.1/1.2 need --model_name_or_path (a Nano-EmoX folder, e.g. from from_components)."
+                "Phases 1.1/1.2 need --model_name_or_path (a Nano-EmoX folder, e.g. from compose_from_components)."
             )
         return load_strict(source, **kwargs), AutoProcessor.from_pretrained(source)
     previous = output_dir / ("phase_1.2" if name == "2" else "phase_2") / "final"
@@ -248,7 +253,7 @@ def run_phase(name, args: P2EArguments, training_args: SFTConfig, model_args: Mo
     phase = PHASES[name]
     counts = freeze_for_phase(model, phase, tuple(args.trainable) if args.trainable else None)
     if model_args.use_peft:
-        model = apply_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
+        model = apply_lora(model, get_peft_config(model_args))
         counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.warning(f"Phase {name} ({phase.title}): {counts['trainable']:,} trainable, {counts['frozen']:,} frozen.")
 
@@ -265,7 +270,7 @@ def run_phase(name, args: P2EArguments, training_args: SFTConfig, model_args: Mo
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=NanoEmoXDataCollator(processor, cache, max_length),
+        data_collator=NanoEmoXDataCollator(processor, cache, max_length, modalities=args.modalities),
         processing_class=processor,
         mixture_weights=weights,
     )

@@ -165,12 +165,12 @@ def test_feature_cache_gives_the_same_loss(tiny_model, tiny_processor, small_dat
     rows = [s.to_dict() for s in samples[:5]]
     live = NanoEmoXDataCollator(tiny_processor)(rows)
     cached = NanoEmoXDataCollator(tiny_processor, FeatureCache(tmp_path / "cache"))(rows)
-    assert "pixel_values_videos" not in cached and cached["video_tower_features"].shape[:2] == (5, 8)
+    assert "pixel_values_videos" not in cached and cached["tower_features"]["video"].shape[:2] == (5, 8)
     assert torch.equal(live["input_ids"], cached["input_ids"]) and torch.equal(live["labels"], cached["labels"])
     with torch.no_grad():
         torch.testing.assert_close(tiny_model(**live).loss, tiny_model(**cached).loss, atol=1e-5, rtol=1e-5)
     audio_only = NanoEmoXDataCollator(tiny_processor, FeatureCache(tmp_path / "cache").restricted_to(["audio"]))(rows)
-    assert "video_tower_features" not in audio_only
+    assert set(audio_only["tower_features"]) == {"audio"}
     assert (audio_only["input_ids"] == tiny_processor.tokenizer.video_token_id).sum() == 0
 
 
@@ -214,6 +214,74 @@ def test_the_four_phases_chain_and_leave_a_loadable_final(small_data, tiny_dir, 
     assert {"mer", "msa", "chance"} <= set(results) and "accuracy" in results["mer"]
     # Relaunching finds every phase done and only re-evaluates.
     assert recipe.main(argv) == 0
+
+
+def recording_trainer(recipe, batches: list):
+    """The recipe's trainer, recording every training batch its collator made."""
+
+    class Recording(recipe.NanoEmoXTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            batches.append(dict(inputs))
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    return Recording
+
+
+@pytest.mark.parametrize(
+    ("phase", "fed", "absent"),
+    [("1.2", {"video", "face"}, {"audio", "fusion"}), ("1.1", {"audio"}, {"video", "face", "fusion"})],
+)
+def test_a_phase_feeds_only_its_modalities(small_data, tiny_dir, tmp_path, phase, fed, absent):
+    """Issue 10: with `--feature_cache none` a `modalities: [video, face]` phase fed the video's audio track and a
+    fusion token (`audio=None` meant "use the track"); an audio-only phase hears the track as its audio."""
+    recipe = load_recipe()
+    batches = []
+    recipe.NanoEmoXTrainer = recording_trainer(recipe, batches)
+    argv = ["--recipe", str(write_recipe(tmp_path / "recipe", steps=1)), "--phase", phase, "--feature_cache", "none",
+            "--data_root", str(small_data), "--model_name_or_path", str(tiny_dir), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    assert recipe.main(argv) == 0
+    assert batches and not (tmp_path / "out" / "feature_cache").exists()
+    config = load_strict(tiny_dir).config
+    keys = {"video": "pixel_values_videos", "face": "face_pixel_values", "audio": "audio_values"}
+    for batch in batches:
+        assert "tower_features" not in batch
+        for modality in fed | absent:
+            placeholders = int((batch["input_ids"] == getattr(config, f"{modality}_token_id")).sum())
+            assert (placeholders > 0) == (modality in fed), modality
+            if modality in keys:
+                assert (keys[modality] in batch) == (modality in fed), modality
+
+
+def test_lora_fields_of_a_recipe_yaml_take_effect(small_data, tiny_dir, tmp_path):
+    """`lora_target_modules` / `lora_modules_to_save` (TRL's ModelConfig) reach PEFT: only the named projections get
+    LoRA and only the named heads train; left unset, the recipe's defaults apply (the four-phase test)."""
+    recipe = load_recipe()
+    out = tmp_path / "out"
+    shutil.copytree(tiny_dir, out / "phase_2" / "final")  # phase 3 starts from phase 2's folder
+    targets = ["language_model.layers.0.self_attn.q_proj", "language_model.layers.1.self_attn.v_proj"]
+    folder = write_recipe(tmp_path / "recipe", steps=1)
+    (folder / "phase_3.yaml").write_text(
+        "mixture:\n  - {name: mer, manifest: train.jsonl, weight: 1.0, tasks: [mer]}\n"
+        f"use_peft: true\nlora_r: 4\nlora_alpha: 8\nlora_target_modules: {json.dumps(targets)}\n"
+        "lora_modules_to_save: [fusion_encoder]\n" + COMMON + "max_steps: 1\nsave_steps: 10\nlearning_rate: 1.0e-2\n"
+    )
+    argv = ["--recipe", str(folder), "--phase", "3", "--feature_cache", "none", "--data_root", str(small_data),
+            "--output_dir", str(out)]  # fmt: skip
+    assert recipe.main(argv) == 0
+    adapter = json.loads((out / "phase_3" / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == targets and adapter["modules_to_save"] == ["fusion_encoder"]
+    assert (adapter["r"], adapter["lora_alpha"]) == (4, 8)
+    start, final = load_strict(tiny_dir), load_strict(out / "final")
+    start_state = dict(start.named_parameters())
+
+    def changed(name):
+        return not torch.equal(dict(final.named_parameters())[name], start_state[name])
+
+    assert changed("model.language_model.layers.0.self_attn.q_proj.weight")  # LoRA merged in
+    assert not changed("model.language_model.layers.0.self_attn.k_proj.weight")
+    assert not changed("model.language_model.layers.0.self_attn.v_proj.weight")
+    assert changed("model.fusion_encoder.gate.0.weight")
+    assert not changed("model.video_head.projector.weight")  # a phase-3 prefix, but not in lora_modules_to_save
 
 
 def test_strict_loading_refuses_a_partial_folder(tiny_dir, tmp_path):
