@@ -59,15 +59,16 @@ def generate_predictions(model, processor, samples, task: str, out_dir, batch_si
     with path.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=f"eval {task}", unit="sample") as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            inputs = processor(
-                videos=[s.video for s in batch],
-                audio=[s.audio for s in batch],
-                faces=[s.faces for s in batch],
-                text=[s.text for s in batch],
-                task=[task] * len(batch),
-                history=[s.history for s in batch],
-                candidates=[s.candidates for s in batch],
-            ).to(model.device)
+            conversations = [
+                processor.build_task_messages(task, text=s.text, history=s.history, candidates=s.candidates,
+                                              video=s.video, audio=s.audio, faces=s.faces,
+                                              max_length=processor.max_length)
+                for s in batch
+            ]  # fmt: skip
+            inputs = processor.apply_chat_template(
+                conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+                padding=True, load_audio_from_video=True,
+            ).to(model.device)  # fmt: skip
             with torch.inference_mode():
                 output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
             answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :])
