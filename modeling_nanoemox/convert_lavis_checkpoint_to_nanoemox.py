@@ -5,7 +5,7 @@ The authors' runner (`runners/runner_base.py::_save_checkpoint`) writes `checkpo
 state dict minus every parameter that does not require a gradient, so: the phase's trainable tensors, the modules the
 authors never freeze, and every buffer of the whole model), `optimizer`, `config`, `scaler` and `epoch`. Such a file
 cannot stand alone, so it is overlaid onto a complete Nano-EmoX folder (`--base_model`, e.g. one built with
-`NanoEmoXForConditionalGeneration.from_components` or the output of the previous phase) and saved as a new folder.
+`modeling_nanoemox.compose_from_components` or the output of the previous phase) and saved as a new folder.
 
 Key mapping (authors' name → ours; `{v}` is `video` or `audio`):
 
