@@ -25,7 +25,7 @@ SKIP_WINDOW_SECONDS = 0.5
 # Upper bound on frames held while reading a stream whose length the container does not state.
 MAX_BUFFERED_FRAMES = 64
 # Upper bound on the audio one `decode_audio` call decodes in full (without spans), whatever the container states.
-MAX_FULL_AUDIO_SECONDS = 600.0
+MAX_FULL_AUDIO_SECONDS = 300.0
 
 
 class MediaError(ValueError):

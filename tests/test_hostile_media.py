@@ -150,7 +150,7 @@ def test_decoding_a_whole_file_stops_at_max_seconds_whatever_the_container_says(
     waveform = media.decode_audio(live, 16000, max_seconds=30)
     assert waveform.shape[0] == 30 * 16000
     assert "runs past 30 s" in caplog.text
-    assert media.MAX_FULL_AUDIO_SECONDS <= 600  # the default cap keeps one call under ~40 MB at 16 kHz
+    assert media.MAX_FULL_AUDIO_SECONDS <= 300  # the default cap keeps one call under ~20 MB of output at 16 kHz
 
 
 def test_live_video_without_duration_is_sampled_by_seeking(tmp_path, monkeypatch):
