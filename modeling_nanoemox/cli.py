@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             transformers_logging.get_logger(__name__).exception("details")
         return 1
+    except Exception as error:  # anything else (a library's own error type): still one line, never a traceback
+        message = " ".join(str(error).split())[:500]
+        sys.stderr.write(f"nanoemox {args.command}: error: {type(error).__name__}: {message} (--verbose for details)\n")
+        if args.verbose:
+            logger.exception("details")
+        return 1
 
 
 if __name__ == "__main__":

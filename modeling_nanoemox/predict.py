@@ -8,11 +8,16 @@ folder, so the command line, the demo and `pipeline(model=folder, trust_remote_c
 import argparse
 import json
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
 
+from transformers.utils import logging
+
 from nanoemox_processing.prompts_nanoemox import TASK_NAMES
+
+logger = logging.get_logger(__name__)
 
 # What a Hub id looks like ("name" or "owner/name"); anything else given as --model is a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -48,6 +53,47 @@ def check_model_id(model_id: str) -> str:
     return model_id
 
 
+# What a saved processor leaves in a folder; `checkpoint-*` folders of a phase hold weights only.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+def check_device(device: str) -> str:
+    """`device` if this torch can use it, else a `ValueError` that says why (e.g. `cuda` on a CPU-only build)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"--device {device!r} is not a device torch knows ({error}).") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ValueError(
+                f"--device {device}: no CUDA device is usable (torch {torch.__version__} is {build}); use --device cpu."
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
+    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu.")
+    return device
+
+
+def check_model_folder(model_id: str) -> None:
+    """For a local folder, a `ValueError` naming what is missing before anything heavy is loaded."""
+    folder = Path(model_id)
+    if not folder.is_dir():
+        return  # a Hub id: the Hub client reports its own errors
+    hint = ""
+    if (folder / "final").is_dir():
+        hint = f" Did you mean {folder / 'final'}?"
+    elif folder.name.startswith("checkpoint-"):
+        hint = " A checkpoint-* folder holds training state: use the phase's final/ folder."
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} has no config.json: not a saved Nano-EmoX model folder.{hint}")
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise ValueError(f"{folder} has no processor ({' or '.join(PROCESSOR_FILES)}).{hint}")
+
+
 def load(model_id: str, device: str | None = None, dtype: str = "auto"):
     """Loads a Nano-EmoX folder or Hub id through the public Auto classes; returns `(model, processor)`."""
     import torch
@@ -56,12 +102,19 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto"):
     check_model_id(model_id)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
+    check_model_folder(model_id)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         dtype
     ]
     try:
         model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=torch_dtype)
         processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{model_id}: the pickle weights file holds more than tensors and is refused (torch.load with "
+            "weights_only=True). Use a safetensors checkpoint from a source you trust."
+        ) from None
     except OSError as error:
         if Path(model_id).expanduser().is_dir():
             raise
@@ -74,6 +127,26 @@ def build_pipeline(model, processor):
     from .pipeline_nanoemox import NanoEmoXPipeline
 
     return NanoEmoXPipeline(model=model, processor=processor, device=model.device)
+
+
+def generation_budget(model, prompt_length: int, max_new_tokens: int) -> int:
+    """`max_new_tokens`, clamped (with a warning) so the prompt plus the answer fit the LLM's context length."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    text_config = getattr(model.config, "text_config", model.config)
+    context = getattr(text_config, "max_position_embeddings", None)
+    if not context:
+        return max_new_tokens
+    room = context - prompt_length
+    if room < 1:
+        raise ValueError(f"The prompt takes {prompt_length} tokens: no room left in the {context}-token context.")
+    if max_new_tokens > room:
+        logger.warning(
+            f"max_new_tokens {max_new_tokens} goes past the {context}-token context ({prompt_length} in the prompt); "
+            f"generating at most {room}."
+        )
+        return room
+    return max_new_tokens
 
 
 def predict(
@@ -131,6 +204,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
 def register(commands) -> None:
     parser = commands.add_parser("predict", help="Answer one task for one clip.")
     parser.add_argument("--model", required=True, help="Model folder or Hub id.")
@@ -141,7 +221,12 @@ def register(commands) -> None:
     parser.add_argument("--history", help="ERG dialogue history: JSON list of {role, content} or a file with it.")
     parser.add_argument("--candidates", help="Comma-separated labels to choose from (MER, MIR); default: the task's.")
     parser.add_argument("--task", required=True, choices=TASK_NAMES)
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="Generation budget (default 128).")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=128,
+        help="Generation budget (default 128, clamped to the context).",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     parser.add_argument("--json", action="store_true", help="Print answer, face boxes, fusion gates and timings.")

@@ -24,6 +24,8 @@ SEEK_GAP_SECONDS = 20.0
 SKIP_WINDOW_SECONDS = 0.5
 # Upper bound on frames held while reading a stream whose length the container does not state.
 MAX_BUFFERED_FRAMES = 64
+# Upper bound on the audio one `decode_audio` call decodes in full (without spans), whatever the container states.
+MAX_FULL_AUDIO_SECONDS = 300.0
 
 
 class MediaError(ValueError):
@@ -99,6 +101,72 @@ def _stream_duration(container, stream) -> float | None:
     return None
 
 
+def scan_stream_length(source, kind: str) -> tuple[float | None, int]:
+    """
+    The true length of the first `kind` ("video" or "audio") stream, read from its packets' timestamps without
+    decoding them (memory stays flat; the work is a read of the file): `(seconds or None, packets holding data)`.
+    For containers that state no duration (live Matroska/WebM, some streamed files).
+    """
+    with open_container(source) as container:
+        streams = getattr(container.streams, kind)
+        if not streams:
+            return None, 0
+        stream = streams[0]
+        last, count = None, 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                count += 1
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                last = end if last is None else max(last, end)
+        except (av.FFmpegError, OSError):
+            pass  # a damaged tail: the length is what was read before it
+    # Seconds from time zero to the end of the last packet, as a stated duration counts them.
+    return (None if last is None else max(last, 0.0)), count
+
+
+def _check_no_data(source, kind: str) -> None:
+    """
+    Called when the first `kind` stream gave nothing: raises [`MediaDecodeError`] when that stream holds data that
+    does not decode (zeroed or truncated payload, animated WebP) or when no stream of the file holds any data (a
+    file truncated after its header). Returns when the stream is simply empty next to other data (then the caller
+    goes on without that modality).
+    """
+    found_here = found_any = False
+    with open_container(source) as container:
+        index = getattr(container.streams, kind)[0].index
+        try:
+            for packet in container.demux():
+                if packet.size > 0:
+                    found_any = True
+                    if packet.stream.index == index:
+                        found_here = True
+                        break
+        except (av.FFmpegError, OSError):
+            found_here = found_any = True  # something is there, and it is damaged
+    if found_here:
+        raise MediaDecodeError(f"{describe_source(source)}: the {kind} stream holds data but nothing of it decodes.")
+    if not found_any:
+        raise MediaDecodeError(f"{describe_source(source)}: the file holds no media data (truncated after its header?).")
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Applies a display matrix's rotation (degrees counter-clockwise, as FFmpeg reports it) to an `(H, W, 3)` frame,
+    so it comes out the way players show it."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
+def _frame_rotation(frame) -> int:
+    try:
+        return int(frame.rotation or 0)
+    except (AttributeError, ValueError, TypeError):
+        return 0
+
+
 def sample_indices(num_available: int, num_frames: int) -> np.ndarray:
     """`num_frames` indices spread uniformly from the start (as the benchmarks' loaders do); the last repeats when
     fewer frames exist."""
@@ -123,6 +191,10 @@ def decode_video(source, num_frames: int = 8, max_side: int = 1280) -> DecodedVi
         duration = _stream_duration(container, stream)
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         estimated_frames = stream.frames or (duration * rate if duration else 0)
+        if duration is None:
+            # The container states no length (live Matroska/WebM): find it from the packets, then sample by time
+            # as for any other file, so the work is bounded by the 8 sampled frames and not by the stream's length.
+            duration, estimated_frames = scan_stream_length(source, "video")
         try:
             if duration and estimated_frames > 2 * num_frames and stream.time_base is not None:
                 picked = _decode_at_times(container, stream, [i * duration / num_frames for i in range(num_frames)])
@@ -135,12 +207,21 @@ def decode_video(source, num_frames: int = 8, max_side: int = 1280) -> DecodedVi
                 f"{describe_source(source)}: the video stream cannot be decoded ({error})."
             ) from None
         if not picked:
+            _check_no_data(source, "video")
             return None
         height, width = picked[0].height, picked[0].width
         work_height, work_width, _ = _working_size(height, width, max_side)
-        frames = np.stack([frame.to_ndarray(format="rgb24", width=work_width, height=work_height) for frame in picked])
+        rotation = _frame_rotation(picked[0])
+        frames = np.stack(
+            [
+                _upright(frame.to_ndarray(format="rgb24", width=work_width, height=work_height), rotation)
+                for frame in picked
+            ]
+        )
+        if round(rotation / 90) % 2:
+            height, width = width, height
         timestamps = np.array([frame.time if frame.time is not None else math.nan for frame in picked])
-        return DecodedVideo(frames, width / work_width, (height, width), timestamps)
+        return DecodedVideo(frames, width / frames.shape[2], (height, width), timestamps)
 
 
 def _decode_at_times(container, stream, targets: list[float]) -> list:
@@ -237,6 +318,12 @@ def frames_from_array(frames, max_side: int = 1280) -> DecodedVideo:
         if frame.ndim != 3 or frame.shape[-1] not in (3, 4):
             raise MediaError(f"Frame {index} has shape {frame.shape}; expected (height, width, 3).")
         frame = frame[..., :3]
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise MediaError(f"Frame {index} has shape {frame.shape}: it holds no pixels.")
+        if frame.dtype == object or not (np.issubdtype(frame.dtype, np.number) or frame.dtype == bool):
+            raise MediaError(f"Frame {index} has dtype {frame.dtype}; expected uint8 or float pixels.")
+        if np.issubdtype(frame.dtype, np.inexact) and not np.isfinite(frame).all():
+            raise MediaError(f"Frame {index} contains NaN or infinite values.")
         if frame.dtype != np.uint8:
             frame = np.clip(frame.astype(np.float32) * (255.0 if frame.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
         arrays.append(frame)
@@ -331,13 +418,19 @@ def resample_mono(waveform: np.ndarray, sampling_rate: int, target_rate: int) ->
 
 
 def decode_audio(
-    source, target_rate: int = 16000, spans: list[tuple[float, float]] | None = None
+    source,
+    target_rate: int = 16000,
+    spans: list[tuple[float, float]] | None = None,
+    max_seconds: float | None = MAX_FULL_AUDIO_SECONDS,
 ) -> np.ndarray | None:
     """
     Decodes the first audio stream of a file (path or bytes) to mono float32 at `target_rate`.
 
     With `spans` (start, end) in seconds only those parts are decoded (seeking across long gaps) and returned
-    concatenated. Returns `None` when the file has no audio stream.
+    concatenated. Without, at most `max_seconds` are decoded (`None`: no limit), whatever the container states,
+    with a warning when the audio runs longer; callers with long files use `audio_duration` + `clip_spans`.
+    Returns `None` when the file has no audio stream; raises [`MediaDecodeError`] when the stream holds data but
+    none of it decodes.
     """
     with open_container(source) as container:
         if not container.streams.audio:
@@ -345,20 +438,40 @@ def decode_audio(
         stream = container.streams.audio[0]
         try:
             if spans is None:
-                return _decode_audio_span(container, stream, 0.0, math.inf, target_rate)
-            return np.concatenate([_decode_audio_span(container, stream, s, e, target_rate) for s, e in spans])
+                limit = math.inf if max_seconds is None else float(max_seconds)
+                waveform = _decode_audio_span(container, stream, 0.0, limit, target_rate)
+                if not math.isinf(limit) and waveform.shape[0] >= int(limit * target_rate):
+                    logger.warning(
+                        f"{describe_source(source)}: the audio runs past {limit:.0f} s; decoding only the first "
+                        f"{limit:.0f} s (read long files clip by clip: audio_duration + clip_spans)."
+                    )
+            else:
+                waveform = np.concatenate(
+                    [np.zeros(0, np.float32)] + [_decode_audio_span(container, stream, s, e, target_rate) for s, e in spans]
+                )
         except av.FFmpegError as error:
             raise MediaDecodeError(
                 f"{describe_source(source)}: the audio stream cannot be decoded ({error})."
             ) from None
+    if waveform.size == 0:
+        _check_no_data(source, "audio")
+    return waveform
 
 
 def _decode_audio_span(container, stream, start: float, end: float, target_rate: int) -> np.ndarray:
+    """
+    Mono audio from `start` to `end` seconds (at most), at `target_rate`. Decoding stops at `end`, and each decoded
+    frame is averaged to mono at once, so memory follows the span, never the file.
+    """
     if start > 0:
-        container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+        try:
+            container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            logger.warning("The audio stream cannot seek; decoding through to the span instead.")
     # Interleaved float output: PyAV crashes converting planar frames of 8 or more channels to arrays.
     interleaved = av.AudioResampler(format="flt")
-    pieces, rate, first_time = [], None, None
+    pieces, rate, first_time, held = [], None, None, 0
+    wanted = math.inf
     iterator = container.decode(stream)
     while True:
         try:
@@ -368,28 +481,41 @@ def _decode_audio_span(container, stream, start: float, end: float, target_rate:
         except av.error.InvalidDataError:
             logger.warning("The audio stream is damaged; using the audio decoded before the damage.")
             break
+        if frame.time is not None and frame.time + frame.samples / max(frame.sample_rate, 1) < start:
+            continue  # before the span (a stream that could not seek)
+        if rate is not None and frame.sample_rate != rate:
+            break  # a mid-stream rate change: keep what is consistent
         rate = frame.sample_rate
         if first_time is None:
             first_time = frame.time if frame.time is not None else 0.0
+            wanted = max(0.0, start - first_time) * rate + (end - start) * rate
         for converted in interleaved.resample(frame):
             channels = len(converted.layout.channels)
-            pieces.append(converted.to_ndarray().reshape(-1, channels).T)
-        if frame.time is not None and frame.time > end:
+            mono = converted.to_ndarray().reshape(-1, channels).mean(axis=1, dtype=np.float32)
+            pieces.append(mono)
+            held += mono.shape[0]
+        if held >= wanted or (frame.time is not None and frame.time > end):
             break
     if not pieces:
         return np.zeros(0, np.float32)
-    waveform = np.concatenate(pieces, axis=1)  # (channels, samples) at the source rate
+    waveform = np.concatenate(pieces)  # mono at the source rate
     offset = max(0, int(round((start - first_time) * rate)))
-    stop = waveform.shape[1] if math.isinf(end) else offset + int(round((end - start) * rate))
-    return resample_mono(waveform[:, offset:stop], rate, target_rate)
+    stop = waveform.shape[0] if math.isinf(end) else offset + int(round((end - start) * rate))
+    return resample_mono(waveform[offset:stop], rate, target_rate)
 
 
 def audio_duration(source) -> float | None:
-    """Duration in seconds of the first audio stream, `None` without one (or when the container does not say)."""
+    """
+    Duration in seconds of the first audio stream, `None` without one. When the container states none (live
+    Matroska/WebM) it is read from the packets' timestamps (no decoding), so long files still go clip by clip.
+    """
     with open_container(source) as container:
         if not container.streams.audio:
             return None
-        return _stream_duration(container, container.streams.audio[0])
+        duration = _stream_duration(container, container.streams.audio[0])
+    if duration is None:
+        duration, _ = scan_stream_length(source, "audio")
+    return duration
 
 
 def clip_spans(duration: float, num_clips: int, clip_seconds: float) -> list[tuple[float, float]]:

@@ -67,6 +67,7 @@ from modeling_nanoemox.training import (
     load_strict,
     save_phase,
 )
+from modeling_nanoemox.training.curriculum import latest_intact_checkpoint, save_folder_atomically, saved_model_complete
 
 logger = logging.get_logger("p2e")
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
@@ -171,7 +172,7 @@ def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
     if not (data_root / "train.jsonl").is_file():
         build_synthetic_dataset(data_root, num_train=args.num_train_samples, num_test=args.num_test_samples, seed=0)
     start = output_dir / "start"
-    if not (start / "config.json").is_file():
+    if not saved_model_complete(start):  # absent, or a build killed half-way: (re)build it
         # The released towers come pretrained; the tiny ones get a short supervised pre-training on the generated
         # training split instead (embedded.towers.pretrain_towers), then stay frozen like the real ones.
         model, processor = build_start_model(seed=0)
@@ -181,8 +182,7 @@ def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
             model, processor, samples, {c["id"]: c["face"] for c in cues}, {c["id"]: c["voice"] for c in cues}
         )
         logger.warning(f"Tiny towers pre-trained (probe accuracy on the training split: {accuracy}).")
-        model.save_pretrained(start)
-        processor.save_pretrained(start)
+        save_folder_atomically(start, lambda folder: (model.save_pretrained(folder), processor.save_pretrained(folder)))
     return str(data_root), str(start)
 
 
@@ -236,9 +236,11 @@ def start_model(name: str, output_dir: Path, args: P2EArguments, model_args: Mod
 def run_phase(name, args: P2EArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
     root = Path(training_args.output_dir)
     phase_dir = root / f"phase_{name}"
-    if (phase_dir / "final" / "config.json").is_file():
+    if saved_model_complete(phase_dir / "final"):
         logger.warning(f"Phase {name} is already done ({phase_dir / 'final'}); skipping it.")
         return phase_dir / "final"
+    if (phase_dir / "final").exists():
+        logger.warning(f"{phase_dir / 'final'} is incomplete (killed during the save?); the phase runs again.")
     model, processor = start_model(name, root, args, model_args)
     dataset, weights, samples = training_dataset(args)
     cache = None
@@ -274,8 +276,8 @@ def run_phase(name, args: P2EArguments, training_args: SFTConfig, model_args: Mo
         processing_class=processor,
         mixture_weights=weights,
     )
-    has_checkpoint = any(phase_dir.glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=has_checkpoint or None)
+    checkpoint = latest_intact_checkpoint(phase_dir)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = save_phase(trainer.model, processor, phase_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message=f"P2E phase {name}")

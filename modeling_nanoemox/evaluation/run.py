@@ -3,6 +3,11 @@
 
 Generation is deterministic (greedy, the task's one fixed prompt). Predictions are appended to
 `RUN_DIR/predictions.jsonl` batch by batch, so a killed run resumes where it stopped: ids already there are skipped.
+
+Bad samples stop the run by default. With `on_missing="skip"` (media files that do not exist) and `on_error="skip"`
+(media that cannot be decoded, or a path that leaves the media root) they are left out, counted in the scores'
+`meta` and listed in `RUN_DIR/skipped.jsonl`. Relative media paths must stay inside the media root:
+`../../../etc/passwd` is refused, never opened.
 """
 
 import json
@@ -39,12 +44,48 @@ def read_predictions(path: Path) -> dict[str, dict]:
     return done
 
 
-def generate_predictions(model, processor, samples, task: str, out_dir, batch_size: int = 4, max_new_tokens=None):
+# Errors one sample's input can cause (MediaError is a ValueError; a file that cannot be read is an OSError).
+SAMPLE_ERRORS = (ValueError, OSError)
+
+
+def _generate_batch(model, processor, batch, task: str, max_new_tokens: int) -> list[str]:
+    """The answers of one batch of samples (processor, greedy generation, decoding)."""
+    conversations = [
+        processor.build_task_messages(task, text=s.text, history=s.history, candidates=s.candidates,
+                                      video=s.video, audio=s.audio, faces=s.faces, max_length=processor.max_length)
+        for s in batch
+    ]  # fmt: skip
+    inputs = processor.apply_chat_template(
+        conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+        padding=True, load_audio_from_video=True,
+    ).to(model.device)  # fmt: skip
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return processor.batch_decode(output[:, inputs["input_ids"].shape[1] :])
+
+
+def generate_predictions(
+    model,
+    processor,
+    samples,
+    task: str,
+    out_dir,
+    batch_size: int = 4,
+    max_new_tokens=None,
+    *,
+    on_error: str = "error",
+    failures: dict[str, str] | None = None,
+):
     """
     Generates an answer for every sample whose id is not yet in `out_dir/predictions.jsonl` and appends it there.
 
-    Returns every prediction row (old and new) in manifest order.
+    With `on_error="skip"` a batch that fails is retried sample by sample and the samples whose input raises are
+    left out (their id → reason goes into `failures`); with `"error"` the first such error stops the run, naming
+    the batch's samples. Returns the prediction rows (old and new) in manifest order.
     """
+    if on_error not in ("error", "skip"):
+        raise ValueError(f"on_error must be 'error' or 'skip', got {on_error!r}.")
+    failures = {} if failures is None else failures
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "predictions.jsonl"
@@ -59,27 +100,60 @@ def generate_predictions(model, processor, samples, task: str, out_dir, batch_si
     with path.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=f"eval {task}", unit="sample") as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            conversations = [
-                processor.build_task_messages(task, text=s.text, history=s.history, candidates=s.candidates,
-                                              video=s.video, audio=s.audio, faces=s.faces,
-                                              max_length=processor.max_length)
-                for s in batch
-            ]  # fmt: skip
-            inputs = processor.apply_chat_template(
-                conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
-                padding=True, load_audio_from_video=True,
-            ).to(model.device)  # fmt: skip
-            with torch.inference_mode():
-                output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :])
+            try:
+                answers = _generate_batch(model, processor, batch, task, max_new_tokens)
+            except SAMPLE_ERRORS as error:
+                if on_error != "skip":
+                    ids = ", ".join(sample.id for sample in batch)
+                    message = f"sample(s) {ids}: {error} (leave unusable samples out with on_error='skip')"
+                    try:
+                        named = type(error)(message)
+                    except Exception:  # an error type with another constructor
+                        named = ValueError(message)
+                    raise named from None
+                batch, answers = _generate_one_by_one(model, processor, batch, task, max_new_tokens, failures)
             for sample, answer in zip(batch, answers):
                 row = {"id": sample.id, "prediction": answer.strip()}
                 done[sample.id] = row
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-            bar.update(len(batch))
-    return [done[sample.id] for sample in samples]
+            bar.update(min(batch_size, len(todo) - start))
+    return [done[sample.id] for sample in samples if sample.id in done]
+
+
+def _generate_one_by_one(model, processor, batch, task, max_new_tokens, failures) -> tuple[list, list[str]]:
+    kept, answers = [], []
+    for sample in batch:
+        try:
+            answers += _generate_batch(model, processor, [sample], task, max_new_tokens)
+            kept.append(sample)
+        except SAMPLE_ERRORS as error:
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            failures[sample.id] = reason
+            logger.warning(f"Skipping sample {sample.id}: {reason}")
+    return kept, answers
+
+
+def media_outside_root(samples, manifest, media_root) -> dict[str, list[str]]:
+    """
+    Sample id → the media paths that climb out of the media root with `..` (`../../../etc/passwd`), compared after
+    normalising. Absolute paths written in the manifest are the author's choice and are kept; symlinks inside the
+    root are the dataset's own business and are not followed.
+    """
+    if media_root is None and isinstance(manifest, (str, os.PathLike)) and Path(manifest).is_file():
+        media_root = Path(manifest).resolve().parent  # load_manifest's default
+    root = os.path.abspath(media_root) if media_root is not None else None
+    escaping = {}
+    for sample in samples:
+        for name in ("video", "audio", "faces"):
+            path = getattr(sample, name)
+            if not path or ".." not in Path(path).parts:
+                continue
+            resolved = os.path.abspath(path)  # normalises the `..`
+            if root is None or os.path.commonpath([resolved, root]) != root:
+                escaping.setdefault(sample.id, []).append(str(path))
+    return escaping
 
 
 def run_evaluation(
@@ -91,24 +165,55 @@ def run_evaluation(
     *,
     media_root=None,
     on_missing: str = "error",
+    on_error: str | None = None,
     batch_size: int = 4,
     max_new_tokens: int | None = None,
     score_kwargs: dict | None = None,
     plots: bool = True,
 ) -> dict:
-    """Generates, scores and writes `predictions.jsonl`, `references.jsonl`, `scores.json`, `scores.md` and plots."""
+    """
+    Generates, scores and writes `predictions.jsonl`, `references.jsonl`, `scores.json`, `scores.md` and plots.
+
+    `on_missing` (media files that do not exist) and `on_error` (undecodable media, paths outside the media root;
+    default: as `on_missing`) are `"error"` or `"skip"`; skipped samples are counted in `meta` and listed in
+    `skipped.jsonl`.
+    """
     from .reports import write_reports
     from .scoring import score
 
-    samples, _ = load_manifest(manifest, media_root=media_root, on_missing=on_missing, tasks={task})
+    on_error = on_missing if on_error is None else on_error
+    if on_error not in ("error", "skip"):
+        raise ValueError(f"on_error must be 'error' or 'skip', got {on_error!r}.")
+    samples, report = load_manifest(manifest, media_root=media_root, on_missing=on_missing, tasks={task})
+    skipped = {sid: "missing media: " + ", ".join(paths) for sid, paths in report.missing_media.items()}
+    escaping = media_outside_root(samples, manifest, media_root)
+    if escaping:
+        listing = "; ".join(f"{sid}: {', '.join(paths)}" for sid, paths in list(escaping.items())[:10])
+        message = f"{len(escaping)} samples name media outside the media root (first 10 — {listing})"
+        if on_error != "skip":
+            raise ValueError(message + "; refused. Fix the paths or --media-root, or skip them with on_error='skip'.")
+        logger.warning(message + "; they are skipped.")
+        skipped.update({sid: "outside the media root: " + ", ".join(paths) for sid, paths in escaping.items()})
+        samples = [s for s in samples if s.id not in escaping]
     if not samples:
-        raise ValueError(f"The manifest has no {task!r} samples.")
+        raise ValueError(
+            f"The manifest has no usable {task!r} samples." + (f" ({len(skipped)} skipped)" if skipped else "")
+        )
     without_reference = [s.id for s in samples if s.reference is None]
     if without_reference:
         raise ValueError(
             f"{len(without_reference)} samples have no `reference` to score against (first 10: {without_reference[:10]})."
         )
-    predictions = generate_predictions(model, processor, samples, task, out_dir, batch_size, max_new_tokens)
+    failures: dict[str, str] = {}
+    predictions = generate_predictions(
+        model, processor, samples, task, out_dir, batch_size, max_new_tokens, on_error=on_error, failures=failures
+    )
+    skipped.update(failures)
+    with (Path(out_dir) / "skipped.jsonl").open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps({"id": i, "reason": r}, ensure_ascii=False) + "\n" for i, r in skipped.items())
+    if not predictions:
+        raise ValueError(f"No {task!r} sample could be used: all {len(skipped)} were skipped (see skipped.jsonl).")
+    samples = [s for s in samples if s.id not in failures]
     references = [{"id": s.id, "reference": s.reference} for s in samples]
     with (Path(out_dir) / "references.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in references)
@@ -117,5 +222,9 @@ def run_evaluation(
         candidates = sorted({c for s in samples for c in (s.candidates or [])})
         score_kwargs["labels"] = candidates or None
     result = score(task, predictions, references, **score_kwargs)
+    result["meta"]["skipped_missing_media"] = len(report.missing_media)
+    result["meta"]["skipped_outside_media_root"] = len(escaping)
+    result["meta"]["skipped_unusable_media"] = len(failures)
+    result["skipped"] = skipped
     write_reports(out_dir, task, result, plots=plots)
     return result

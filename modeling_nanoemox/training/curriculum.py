@@ -7,6 +7,11 @@ loads it strictly: a missing, unexpected or mis-shaped weight is an error (the a
 with `strict=False`; we don't).
 """
 
+import json
+import re
+import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 import torch
@@ -49,7 +54,8 @@ def copy_head_weights(target, source, prefixes: tuple[str, ...]) -> int:
 def save_phase(model, processor, phase_dir: Path) -> Path:
     """
     Writes `phase_dir/final` (complete model + processor). A PEFT model is also saved as `phase_dir/adapter` (LoRA +
-    the heads) and merged into the weights of `final`.
+    the heads) and merged into the weights of `final`. The folder is written as `final.partial` and renamed when
+    complete, so a kill during the save never leaves a `final/` that looks done.
     """
     final = Path(phase_dir) / "final"
     if hasattr(model, "merge_and_unload"):
@@ -58,9 +64,111 @@ def save_phase(model, processor, phase_dir: Path) -> Path:
         model = model.merge_and_unload()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    model.save_pretrained(final)
-    processor.save_pretrained(final)
+    save_folder_atomically(final, lambda folder: (model.save_pretrained(folder), processor.save_pretrained(folder)))
     return final
+
+
+def save_folder_atomically(target: Path, write) -> Path:
+    """Calls `write(folder)` on `target.partial`, then swaps it in for `target` (a rename: all or nothing)."""
+    target = Path(target)
+    partial = target.with_name(target.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    write(partial)
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    return target
+
+
+# ---- what survives a kill ----------------------------------------------------------------------------------------
+
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def safetensors_intact(path: Path) -> bool:
+    """Whether a safetensors file is whole: its header parses and the tensors it lists end exactly at the file's end
+    (a save killed half-way leaves a shorter file)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            (header_length,) = struct.unpack("<Q", handle.read(8))
+            if header_length <= 0 or 8 + header_length > size:
+                return False
+            header = json.loads(handle.read(header_length))
+    except (OSError, struct.error, ValueError, UnicodeDecodeError):
+        return False
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    return 8 + header_length + max(ends, default=0) == size
+
+
+def _json_file_intact(path: Path) -> bool:
+    try:
+        json.loads(Path(path).read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def weights_intact(folder: Path) -> bool:
+    """Whether `folder` holds complete weights: a single safetensors file or every shard of an index."""
+    folder = Path(folder)
+    for index in folder.glob("*.safetensors.index.json"):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError):
+            return False
+        return bool(shards) and all(safetensors_intact(folder / shard) for shard in shards)
+    present = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    return bool(present) and all(safetensors_intact(path) for path in present)
+
+
+def saved_model_complete(folder: Path, need_processor: bool = True) -> bool:
+    """A model folder a later phase can load: config, processor (when asked) and whole weights."""
+    folder = Path(folder)
+    if not folder.is_dir() or not _json_file_intact(folder / "config.json"):
+        return False
+    if need_processor and not any(_json_file_intact(folder / name) for name in PROCESSOR_FILES):
+        return False
+    return weights_intact(folder)
+
+
+def checkpoint_intact(folder: Path) -> bool:
+    """A Trainer checkpoint that can be resumed: `trainer_state.json` parses, the weights are whole and every torch
+    file (optimizer, scheduler, RNG state) is a readable zip archive (a truncated one has no central directory)."""
+    folder = Path(folder)
+    if not _json_file_intact(folder / "trainer_state.json") or not weights_intact(folder):
+        return False
+    for path in [*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]:
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except (OSError, zipfile.BadZipFile):
+            return False
+    return True
+
+
+def latest_intact_checkpoint(phase_dir: Path) -> Path | None:
+    """
+    The newest checkpoint of `phase_dir` that can be resumed. Newer ones that cannot (killed during their save) are
+    renamed `broken-checkpoint-N` (kept for inspection, invisible to the Trainer) with a warning.
+    """
+    checkpoints = sorted(
+        (path for path in Path(phase_dir).glob("checkpoint-*") if path.is_dir() and CHECKPOINT_NAME.match(path.name)),
+        key=lambda path: int(CHECKPOINT_NAME.match(path.name).group(1)),
+        reverse=True,
+    )
+    for checkpoint in checkpoints:
+        if checkpoint_intact(checkpoint):
+            return checkpoint
+        aside = checkpoint.with_name("broken-" + checkpoint.name)
+        if aside.exists():
+            shutil.rmtree(aside)
+        checkpoint.rename(aside)
+        logger.warning(f"{checkpoint} is incomplete (killed during its save?); set aside as {aside.name}.")
+    return None
 
 
 MEDIA_KEYS = {"video": "pixel_values_videos", "face": "face_pixel_values", "audio": "audio_values"}
