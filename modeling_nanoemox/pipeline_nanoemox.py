@@ -20,6 +20,7 @@ This file is shipped with the model, so it imports nothing from the project (onl
 """
 
 import time
+import unicodedata
 
 import torch
 from transformers import GenerationConfig, Pipeline
@@ -72,10 +73,10 @@ def decode_answer(tokenizer, token_ids) -> str:
     """
     The generated ids as text, decoded all at once (byte-level pieces decoded alone would each be invalid UTF-8).
     What still is not valid UTF-8 — a character cut off by the token budget, stray bytes of an untrained model — is
-    dropped rather than shown as U+FFFD.
+    dropped rather than shown as U+FFFD, and so are control characters other than newline and tab.
     """
     text = tokenizer.decode(token_ids, skip_special_tokens=True)
-    return text.replace("\ufffd", "").strip()
+    return "".join(c for c in text if c != "\ufffd" and (c in "\n\t" or unicodedata.category(c) != "Cc")).strip()
 
 
 class NanoEmoXPipeline(Pipeline):

@@ -157,6 +157,8 @@ def test_decoded_answers_show_no_replacement_characters(tiny_processor):
     assert "\ufffd" in tokenizer.decode(ids[-1:])  # a byte-level piece alone is not valid UTF-8
     assert decode_answer(tokenizer, ids) == "café ☺"
     assert decode_answer(tokenizer, ids[:-1]) == "café"  # a character cut by the token budget is dropped
+    control = tokenizer.convert_tokens_to_ids(["Ā", "č"])  # byte-level pieces of \x00 and \r
+    assert decode_answer(tokenizer, control + ids[:3] + control) == "caf"
 
 
 def _any_to_any(tiny_dir, clip):
