@@ -35,8 +35,7 @@ def check_model_id(model_id: str) -> str:
     """
     path = Path(model_id).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise OSError(f"{model_id} is a folder without config.json, not a saved Nano-EmoX model.")
+        check_model_folder(path)
         return model_id
     looks_like_path = (
         not _HUB_ID.match(model_id)
@@ -103,7 +102,6 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto"):
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(device)
-    check_model_folder(model_id)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         dtype
     ]
