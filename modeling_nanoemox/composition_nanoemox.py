@@ -4,15 +4,20 @@
 Not a remote-code file: a saved model folder loads without it. The model file only builds from a config; this module
 is how a first checkpoint is assembled (DESIGN §3: weights arrive via `from_pretrained`, composition from released
 components, or a conversion script).
+
+Composition builds the model as a skeleton on the meta device and moves each component's tensors into it as the
+component is loaded (no copy), then frees the component: the peak memory stays near the composed model's size
+(`benchmarks/bench_compose.py`), where loading every component next to a fully initialised model took twice that.
 """
 
+import gc
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 from transformers.utils import logging
 
-from .configuration_nanoemox import NanoEmoXConfig
+from .configuration_nanoemox import NanoEmoXConfig, NanoEmoXFaceConfig
 from .modeling_nanoemox import NanoEmoXFaceEncoder, NanoEmoXForConditionalGeneration
 
 logger = logging.get_logger(__name__)
@@ -91,50 +96,115 @@ def compose_from_components(
     """
     tokenizer = AutoTokenizer.from_pretrained(text, **hub_kwargs)
     token_ids = add_modality_tokens(tokenizer, modality_tokens)
-    language_model = AutoModelForCausalLM.from_pretrained(text, dtype=torch.float32, **hub_kwargs)
+    dtype = dtype or torch.float32
+
+    # 1. The language model first: its (possibly resized) vocabulary and generation config enter the config.
+    language_model = AutoModelForCausalLM.from_pretrained(text, dtype=dtype, **hub_kwargs)
+    if len(tokenizer) > language_model.config.vocab_size:
+        language_model.resize_token_embeddings(len(tokenizer))
+    text_config = language_model.config
+    generation_config = language_model.generation_config
     vision_config = AutoConfig.from_pretrained(vision, **hub_kwargs)
     vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIPConfig or a vision one
+    audio_config = AutoConfig.from_pretrained(audio, **hub_kwargs)
+    face_config = NanoEmoXFaceConfig.from_pretrained(face, **hub_kwargs) if face is not None else None
+    config_kwargs = {
+        "text_config": text_config.to_dict(),
+        "vision_config": vision_config.to_dict(),
+        "audio_config": {**audio_config.to_dict(), "apply_spec_augment": False, "layerdrop": 0.0},
+        **{f"{modality}_token_id": token_id for modality, token_id in token_ids.items()},
+        **(config_overrides or {}),
+    }
+    if face_config is not None:
+        config_kwargs["face_config"] = face_config.to_dict()
+    config = NanoEmoXConfig(**config_kwargs)
+
+    # 2. The model as a skeleton on the meta device (no memory); each component's tensors then become the model's
+    # own (`assign`, no copy) and the component is dropped before the next one loads, so the peak stays near the
+    # composed model's size instead of components + model.
+    with torch.device("meta"):
+        model = NanoEmoXForConditionalGeneration(config)
+    model.to(dtype)
+    _assign_component(model.model.language_model, language_model.model, "language model")
+    if not config.text_config.tie_word_embeddings:
+        _assign_component(model.lm_head, language_model.lm_head, "LM head")
+    del language_model
+    gc.collect()
     # A full CLIP checkpoint also holds the text tower, which Nano-EmoX does not use: skip the loader's long report of
     # its "unexpected" weights.
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        vision_tower = CLIPVisionModel.from_pretrained(vision, config=vision_config, dtype=torch.float32, **hub_kwargs)
+        vision_tower = CLIPVisionModel.from_pretrained(vision, config=vision_config, dtype=dtype, **hub_kwargs)
     finally:
         logging.set_verbosity(verbosity)
-    audio_tower = AutoModel.from_pretrained(audio, dtype=torch.float32, **hub_kwargs)
-    face_encoder = None
+    _assign_component(model.model.vision_tower, vision_tower, "vision tower")
+    del vision_tower
+    gc.collect()
+    audio_tower = AutoModel.from_pretrained(audio, dtype=dtype, **hub_kwargs)
+    _assign_component(model.model.audio_tower, audio_tower, "audio tower")
+    del audio_tower
+    gc.collect()
     if face is not None:
-        face_encoder = NanoEmoXFaceEncoder.from_pretrained(face, dtype=torch.float32, **hub_kwargs)
+        face_encoder = NanoEmoXFaceEncoder.from_pretrained(face, dtype=dtype, **hub_kwargs)
+        _assign_component(model.model.face_encoder, face_encoder, "face encoder")
+        del face_encoder
+        gc.collect()
     else:
         logger.warning("No face encoder given: the face encoder stays randomly initialised.")
 
-    text_config = language_model.config
-    if len(tokenizer) > text_config.vocab_size:
-        language_model.resize_token_embeddings(len(tokenizer))
-    config_kwargs = {
-        "text_config": text_config.to_dict(),
-        "vision_config": vision_tower.config.to_dict(),
-        "audio_config": {**audio_tower.config.to_dict(), "apply_spec_augment": False, "layerdrop": 0.0},
-        **{f"{modality}_token_id": token_id for modality, token_id in token_ids.items()},
-        **(config_overrides or {}),
-    }
-    if face_encoder is not None:
-        config_kwargs["face_config"] = face_encoder.config.to_dict()
-    config = NanoEmoXConfig(**config_kwargs)
-    model = NanoEmoXForConditionalGeneration(config)
-    model.model.language_model.load_state_dict(language_model.model.state_dict())
-    model.lm_head.load_state_dict(language_model.lm_head.state_dict())
-    model.model.vision_tower.load_state_dict(vision_tower.state_dict())
-    model.model.audio_tower.load_state_dict(audio_tower.state_dict())
-    if face_encoder is not None:
-        model.model.face_encoder.load_state_dict(face_encoder.state_dict())
-    model.generation_config = language_model.generation_config
+    # 3. What no component supplies (heads, adapters, fusion encoder; the face encoder when not given) gets real
+    # memory and the model's own `_init_weights`; `lm_head` is tied to the embeddings first, so it is never
+    # allocated.
+    model.tie_weights()
+    _materialise_meta_tensors(model)
+    model.initialize_weights()
+    left = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if left:
+        raise RuntimeError(f"compose_from_components left tensors on the meta device: {left[:10]}")
+
+    model.generation_config = generation_config
     # A placeholder is an input slot, never an answer token.
     model.generation_config.suppress_tokens = sorted(config.modality_token_ids.values())
-    if dtype is not None:
-        model = model.to(dtype)
     return (model, tokenizer) if return_tokenizer else model
+
+
+def _assign_component(target: torch.nn.Module, component: torch.nn.Module, what: str) -> None:
+    """
+    Makes `component`'s tensors the tensors of `target` (a meta skeleton of the same architecture) without copying
+    them: parameters and persistent buffers through `load_state_dict(strict=True, assign=True)`, non-persistent
+    buffers (rotary frequencies, position ids) one by one. Marks every module of `target` initialised so that the
+    model's weight initialisation leaves them alone.
+    """
+    try:
+        target.load_state_dict(component.state_dict(), strict=True, assign=True)
+    except RuntimeError as error:
+        raise ValueError(f"The {what} checkpoint does not match the architecture in the config: {error}") from None
+    persistent = set(target.state_dict())
+    for name, buffer in component.named_buffers():
+        if name not in persistent:
+            owner, _, leaf = name.rpartition(".")
+            target.get_submodule(owner).register_buffer(leaf, buffer, persistent=False)
+    for module in target.modules():
+        module._is_hf_initialized = True
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            tensor._is_hf_initialized = True
+
+
+def _materialise_meta_tensors(model: torch.nn.Module) -> None:
+    """Gives every parameter and buffer still on the meta device uninitialised CPU memory (shared ones once)."""
+    done = {}
+    for module in model.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is not None and parameter.is_meta:
+                if id(parameter) not in done:
+                    done[id(parameter)] = torch.nn.Parameter(
+                        torch.empty_like(parameter, device="cpu"), requires_grad=parameter.requires_grad
+                    )
+                module._parameters[name] = done[id(parameter)]
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.is_meta:
+                module._buffers[name] = torch.empty_like(buffer, device="cpu")
 
 
 __all__ = ["DEFAULT_MODALITY_TOKENS", "add_modality_tokens", "compose_from_components"]
