@@ -4,15 +4,19 @@
     python spaces_demo/app.py --model DIR_OR_HUB_ID [--host 127.0.0.1 --port 7860]
 
 The model is served through the public API only: `AutoModel` / `AutoProcessor.from_pretrained(...,
-trust_remote_code=True)`, so the Space needs transformers and the model's own remote code, not this repository.
-Without `--model` (or the `NANOEMOX_MODEL` variable) the app serves the embedded P2E run's checkpoint
-(`outputs/p2e/final` under the repository root) when it exists, else a random tiny model written by
-`modeling_nanoemox.tiny.create_tiny` when that package is importable; the page always says which.
+trust_remote_code=True)` and the model's own pipeline (`pipeline_nanoemox.NanoEmoXPipeline`, shipped with the weights
+as `custom_pipelines`), so the Space needs transformers and the model's remote code, not this repository. Without
+`--model` (or the `NANOEMOX_MODEL` variable) the app serves the embedded P2E run's model (`outputs/p2e/final`, the
+recipe's default output) when it exists, else a random tiny model written by `modeling_nanoemox.tiny.create_tiny`
+when that package is importable; the page always says which, and how to get a trained one.
 
-Per request: the upload is checked (type, size, duration, resolution) before the processor sees it; the processor
-decodes frames, face crops and audio; generation runs in a thread feeding a `TextIteratorStreamer`, and a forward hook
-on the fusion encoder reads the gate weights of the three experts. Nothing is shared between requests but the
-read-only model and processor.
+Per request: the upload is checked (type, size, duration, resolution) before the processor sees it; then each task
+goes through the pipeline's own stages — `preprocess` (frames, face crops, audio, prompt), `forward` (generation,
+streamed here through a `TextIteratorStreamer`; the fusion gate weights come out of the prompt's forward pass) and
+`postprocess` (answer, face boxes, gate weights). Nothing is shared between requests but the read-only model and
+processor. Files: a refused upload is deleted at once; the face crops are written once to a fresh folder per request
+(deleted shortly after the request, once Gradio has copied them to its cache); Gradio's cache (uploads, outputs)
+is swept by `delete_cache`.
 """
 
 import argparse
@@ -20,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -36,16 +41,22 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, ImageDraw
 from transformers import AutoModel, AutoProcessor, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 logger = logging.getLogger("nanoemox.demo")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Where the lead engineer's P2E recipe writes its final checkpoint.
-EMBEDDED_RUN_CHECKPOINT = REPO_ROOT / "outputs" / "p2e" / "final"
+# The embedded P2E run's model: `accelerate launch recipes/p2e.py` writes OUTPUT_DIR/final, OUTPUT_DIR defaulting to
+# `outputs/p2e` under the directory it is run from (the README runs it from the repository root).
+EMBEDDED_RUN_COMMAND = "accelerate launch recipes/p2e.py --output_dir outputs/p2e"
+EMBEDDED_RUN_CHECKPOINTS = (Path("outputs") / "p2e" / "final", REPO_ROOT / "outputs" / "p2e" / "final")
 # Example clips bundled with a Space upload (written by `app.py --write-examples spaces_demo/examples`).
 BUNDLED_EXAMPLES = Path(__file__).resolve().parent / "examples"
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "nanoemox-demo"
+# Each request's face-crop PNGs live in a folder of their own under the system's temporary folder (Gradio serves files
+# from there), written once and never rewritten.
+REQUEST_FILES_ROOT = Path(tempfile.gettempdir()) / "nanoemox-demo-requests"
 
 # The processor's six tasks (`prompts_nanoemox.TASKS`), in the paper's order of cognitive levels.
 TASKS = {
@@ -60,11 +71,22 @@ ALL_TASKS = "all"
 TASK_CHOICES = [(label, name) for name, label in TASKS.items()] + [("All six", ALL_TASKS)]
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpeg", ".mpg", ".ogv", ".3gp", ".flv", ".ts"}
-AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4"}
+# Audio files, and the containers a recording's sound may come in.
+AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma"}
+AUDIO_SUFFIXES |= {".webm", ".mka", ".mkv", ".mp4"}
+# The processor's `face_source` codes (`nanoemox_processing.FACE_SOURCES`).
+FACE_SOURCES = ("none", "detected", "completed")
+# Smallest side of a face crop in the gallery (the tiny model's crops are 32 px).
+FACE_DISPLAY_PX = 160
+BOX_COLOURS = {"detected": (46, 204, 113), "completed": (243, 156, 18)}
 
 
 class UploadError(ValueError):
-    """An upload the demo refuses; its message is shown on the page as is."""
+    """An upload the demo refuses; its message is shown on the page as is. `path` is the refused file."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Storage:
+    """How long the files the demo stores live."""
+
+    # `gr.Blocks(delete_cache=(sweep_every_s, max_age_s))`: uploads (also posts straight to the upload route) and
+    # output copies in Gradio's cache older than `max_age_s` go at each sweep; a clip kept for reruns lives that long.
+    max_age_s: int = 3600
+    sweep_every_s: int = 600
+    # A request's own face-crop folder goes this long after the request ends (Gradio copies the files at once; cached
+    # examples copy them right after the handler returns).
+    request_files_grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class ServedModel:
     """The model the page serves and how to describe it."""
 
@@ -88,11 +123,37 @@ class ServedModel:
 # ---- uploads ----------------------------------------------------------------------------------------------------
 
 
+def _demuxed_duration(path: Path, kind: str, max_seconds: float) -> tuple[float | None, bool]:
+    """
+    The duration of a file whose container states none (live Matroska / WebM), from its packets' timestamps: the
+    packets are read, not decoded (time bounded by the file-size limit, memory constant), and reading stops as soon
+    as the clip is known to be over `max_seconds`. Returns `(seconds, whether the whole file was read)`; seconds is
+    None when no packet carries a timestamp.
+    """
+    with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        stream = (container.streams.video if kind == "video" else container.streams.audio)[0]
+        start = stream.start_time or 0
+        end = None
+        for packet in container.demux(stream):
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None:
+                continue
+            stamp += packet.duration or 0
+            end = stamp if end is None else max(end, stamp)
+            if float((end - start) * stream.time_base) > max_seconds:
+                return float((end - start) * stream.time_base), False
+        return (None if end is None else float((end - start) * stream.time_base)), True
+
+
 def check_media(path: str | os.PathLike, kind: str, limits: Limits) -> dict:
     """
     Checks an uploaded `kind` ("video" or "audio") file before processing: file type, size, a readable container with
     the right stream, duration, resolution and one decodable frame. Returns `{"duration_s", "width", "height",
-    "has_audio"}` (None where unknown); raises [`UploadError`] with a message meant for the user otherwise.
+    "has_audio"}`; raises [`UploadError`] with a message meant for the user otherwise.
+
+    The duration is the container's; a container that states none (a live recording, e.g. live Matroska) is measured
+    from its packets' timestamps, and a file whose duration cannot be known is refused: the model's decoding is
+    bounded by the clip's length, so an unknown length is not let through.
     """
     path = Path(path)
     name = path.name
@@ -100,56 +161,88 @@ def check_media(path: str | os.PathLike, kind: str, limits: Limits) -> dict:
     allowed = VIDEO_SUFFIXES if kind == "video" else AUDIO_SUFFIXES
     if suffix not in allowed:
         raise UploadError(
-            f"{name}: “{suffix or 'no extension'}” is not a {kind} file type this demo takes "
-            f"({', '.join(sorted(allowed))})."
+            f"{name}: “{suffix or 'no extension'}” is not {'an audio' if kind == 'audio' else 'a video'} file type "
+            "this demo takes "
+            f"({', '.join(sorted(allowed))}).",
+            path,
         )
     if not path.is_file():
         raise UploadError(f"{name}: the upload did not arrive; please upload it again.")
     size = path.stat().st_size
     if size == 0:
-        raise UploadError(f"{name} is empty.")
+        raise UploadError(f"{name} is empty.", path)
     if size > limits.max_file_mb * 2**20:
-        raise UploadError(f"{name} is {size / 2**20:.0f} MB; this demo takes files up to {limits.max_file_mb} MB.")
+        raise UploadError(
+            f"{name} is {size / 2**20:.0f} MB; this demo takes files up to {limits.max_file_mb} MB.", path
+        )
     unreadable = f"{name} could not be read as {kind}: the file is corrupt, truncated or not a {kind} file."
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, OSError):
-        raise UploadError(unreadable) from None
+        raise UploadError(unreadable, path) from None
     with container:
         streams = container.streams.video if kind == "video" else container.streams.audio
         if not streams:
             other = "put audio-only files in the Audio input" if kind == "video" else "it has no sound"
-            raise UploadError(f"{name} has no {kind} track ({other}).")
+            raise UploadError(f"{name} has no {kind} track ({other}).", path)
         stream = streams[0]
         duration = None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / av.time_base
-        if duration is not None and duration > limits.max_seconds:
-            raise UploadError(
-                f"{name} lasts {duration:.0f} s; this demo takes clips up to {limits.max_seconds:.0f} s. "
-                "Trim it and try again."
-            )
         width = height = None
         if kind == "video":
             width, height = stream.codec_context.width, stream.codec_context.height
             if width and height and width * height > limits.max_pixels:
                 raise UploadError(
-                    f"{name} is {width}×{height}; this demo takes videos up to 3840×2160 (4K). Downscale it first."
+                    f"{name} is {width}×{height}; this demo takes videos up to 3840×2160 (4K). Downscale it first.",
+                    path,
                 )
         try:
             next(iter(container.decode(streams[0])))
         except StopIteration:
-            raise UploadError(f"{name} has a {kind} track but nothing in it could be decoded.") from None
+            raise UploadError(f"{name} has a {kind} track but nothing in it could be decoded.", path) from None
         except (av.FFmpegError, ValueError):
-            raise UploadError(unreadable) from None
-        return {
-            "duration_s": duration,
-            "width": width,
-            "height": height,
-            "has_audio": bool(container.streams.audio),
-        }
+            raise UploadError(unreadable, path) from None
+        has_audio = bool(container.streams.audio)
+    complete = True
+    if duration is None:
+        try:
+            duration, complete = _demuxed_duration(path, kind, limits.max_seconds)
+        except (av.FFmpegError, ValueError):
+            raise UploadError(unreadable, path) from None
+        if duration is None:
+            raise UploadError(
+                f"{name} does not say how long it is, and its {kind} track carries no timestamps to measure it; "
+                "this demo takes only clips of a known length. Re-save it (e.g. as MP4) and try again.",
+                path,
+            )
+    if duration > limits.max_seconds:
+        raise UploadError(
+            f"{name} lasts {f'{duration:.0f}' if complete else f'more than {limits.max_seconds:.0f}'} s; this demo "
+            f"takes clips up to {limits.max_seconds:.0f} s. "
+            "Trim it and try again.",
+            path,
+        )
+    return {"duration_s": duration, "width": width, "height": height, "has_audio": has_audio}
+
+
+def delete_upload(path: str | os.PathLike | None) -> bool:
+    """Deletes `path` when it is an upload in Gradio's upload folder (never an example clip or another file), and its
+    folder when that is left empty. True when something was deleted."""
+    if not path:
+        return False
+    path = Path(path).resolve()
+    uploads = Path(gr.utils.get_upload_folder()).resolve()
+    if uploads not in path.parents or not path.is_file():
+        return False
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # Gradio keeps each upload in a folder named after its hash
+    except OSError:
+        pass
+    return True
 
 
 def parse_history(text: str | None) -> list[dict] | None:
@@ -190,6 +283,56 @@ def parse_history(text: str | None) -> list[dict] | None:
     return turns
 
 
+# ---- face crops -------------------------------------------------------------------------------------------------
+
+
+def face_crop_images(
+    crops: np.ndarray, face_boxes: list, crop_boxes: list, face_source: list[str]
+) -> list[tuple[Image.Image, str]]:
+    """
+    The face crops the model saw, one per sampled frame, each with the face box drawn on it and a caption.
+
+    Args:
+        crops: `(T, S, S, 3)` uint8, the face encoder's input (de-normalised).
+        face_boxes, crop_boxes: per frame `[x, y, w, h]` in original-frame pixels: the face, and the region cropped
+            (the crop is that region resized to S×S, so the face box maps into it by the region's scale).
+        face_source: per frame `detected`, `completed` (filled in from neighbouring frames) or `none` (no face found;
+            no box is drawn).
+    """
+    images = []
+    for index, (crop, face, region, source) in enumerate(zip(crops, face_boxes, crop_boxes, face_source)):
+        image = Image.fromarray(crop)
+        if min(image.size) < FACE_DISPLAY_PX:  # the tiny model's 32 px crops: enlarge, keeping the pixels visible
+            factor = FACE_DISPLAY_PX / min(image.size)
+            size = (round(image.width * factor), round(image.height * factor))
+            image = image.resize(size, Image.Resampling.NEAREST)
+        caption = f"frame {index + 1}" if source == "detected" else f"frame {index + 1}: {source}"
+        if source == "none":
+            caption = f"frame {index + 1}: no face"
+        elif region[2] > 0 and region[3] > 0:
+            scale_x, scale_y = image.width / region[2], image.height / region[3]
+            left, top = (face[0] - region[0]) * scale_x, (face[1] - region[1]) * scale_y
+            right, bottom = left + face[2] * scale_x, top + face[3] * scale_y
+            width = max(2, image.width // 80)
+            box = [max(left, 0), max(top, 0), min(right, image.width - 1), min(bottom, image.height - 1)]
+            ImageDraw.Draw(image).rectangle(box, outline=BOX_COLOURS.get(source, (52, 152, 219)), width=width)
+        images.append((image, caption))
+    return images
+
+
+def write_face_gallery(images: list[tuple[Image.Image, str]], folder: Path) -> list[tuple[str, str]]:
+    """Writes the gallery's PNGs into `folder` (this request's own) and returns `(path, caption)` pairs. Each file is
+    created, never overwritten (`x` mode): no client can be downloading a file while it is written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gallery = []
+    for index, (image, caption) in enumerate(images):
+        path = folder / f"face-{index + 1:02d}.png"
+        with open(path, "xb") as file:
+            image.save(file, format="PNG")
+        gallery.append((str(path), caption))
+    return gallery
+
+
 # ---- generation -------------------------------------------------------------------------------------------------
 
 
@@ -216,6 +359,12 @@ class _CountingStreamer(TextIteratorStreamer):
         super().put(value)
 
 
+def _streamed_text(text: str) -> str:
+    # A character whose bytes are split over tokens shows as U+FFFD until its last byte arrives; the final answer
+    # (the pipeline's, decoded at once) has none.
+    return text.replace("\ufffd", "").strip()
+
+
 def _split_streamed_erg(text: str, processor) -> tuple[str, str]:
     """(chain of empathy, reply) of a possibly unfinished ERG answer."""
     if "</think>" in text:
@@ -223,6 +372,59 @@ def _split_streamed_erg(text: str, processor) -> tuple[str, str]:
     if "<think>" in text:
         return text.replace("<think>", "").strip(), ""
     return "", text.strip()
+
+
+def gpu_seconds(video, audio, text, history, task, max_new_tokens=128, *args, **kwargs) -> int:
+    """
+    ZeroGPU seconds to reserve for one request (`spaces.GPU(duration=...)` calls this with the handler's arguments):
+    10 s to attach the GPU, then per task 2 s (processor + prefill) and 40 ms per new token; at most 120 s.
+
+    The per-token figure is an estimate for the full-size model (Qwen2.5-1.5B in bf16, plain eager `generate`,
+    ~25 ms per token, with margin); measured here only for the tiny model on a CPU (spaces_demo/README.md, "GPU time
+    per request").
+    """
+    tasks = len(TASKS) if task == ALL_TASKS else 1
+    tokens = min(max(int(max_new_tokens or 1), 1), Limits.max_new_tokens)
+    return round(min(120, 10 + tasks * (2 + 0.04 * tokens)))
+
+
+def _gpu(function):
+    """`spaces.GPU` on a Hugging Face Space (a ZeroGPU slot per call, sized by [`gpu_seconds`]); the function
+    unchanged elsewhere, also when the `spaces` package is not installed."""
+    if spaces is None or not (os.environ.get("SPACE_ID") or os.environ.get("SPACES_ZERO_GPU")):
+        return function
+    return spaces.GPU(duration=gpu_seconds)(function)
+
+
+def load_pipeline(source: str, model, processor):
+    """
+    The model's own pipeline (`NanoEmoXPipeline`) around the loaded model and processor. Its code comes with the
+    weights (`config.json` → `custom_pipelines`, remote code, as `transformers.pipeline(model=...)` loads it); a
+    folder saved without it falls back to the installed `modeling_nanoemox` package.
+    """
+    impls = [
+        spec["impl"]
+        for spec in (getattr(model.config, "custom_pipelines", None) or {}).values()
+        if isinstance(spec, dict) and spec.get("impl")
+    ]
+    if impls:
+        from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+        pipeline_class = get_class_from_dynamic_module(impls[0], source)
+    else:
+        try:
+            from modeling_nanoemox.pipeline_nanoemox import NanoEmoXPipeline as pipeline_class
+        except ImportError:
+            raise SystemExit(
+                f"{source} ships no Nano-EmoX pipeline (no `custom_pipelines` in its config.json) and the `nanoemox` "
+                "package is not installed: save the model again with a current `nanoemox`."
+            ) from None
+    return pipeline_class(model=model, processor=processor, device=model.device)
+
+
+def _is_media_error(error: Exception) -> bool:
+    # The processor's MediaError comes with the remote code, so it is matched by name.
+    return any(cls.__name__ == "MediaError" for cls in type(error).__mro__)
 
 
 @dataclass
@@ -233,9 +435,10 @@ class _Request:
     answers: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
-    faces: list = field(default_factory=list)
+    faces: list = field(default_factory=list)  # (png path, caption)
     face_boxes: list | None = None
-    face_detected: list | None = None
+    crop_boxes: list | None = None
+    face_source: list | None = None
     modalities: dict = field(default_factory=dict)
     gates: list | None = None
     expert_labels: list = field(default_factory=list)
@@ -296,7 +499,8 @@ class _Request:
                 result["tasks"][task] = entry
         result["modalities"] = [name for name, present in self.modalities.items() if present]
         result["face_boxes_xywh"] = self.face_boxes
-        result["face_detected"] = self.face_detected
+        result["crop_boxes_xywh"] = self.crop_boxes
+        result["face_source"] = self.face_source
         result["fusion_gate_weights"] = self.gates
         result["notes"] = self.notes
         return result
@@ -307,23 +511,23 @@ class _Request:
         chain, reply = self.erg
         if text_only:
             return self.answer_text(), chain, reply, gr.skip(), gr.skip(), self.summary(), gr.skip()
-        return self.answer_text(), chain, reply, self.faces, self.gate_frame(), self.summary(), self.details()
-
-
-def _gpu(function):
-    """`spaces.GPU` on a Hugging Face Space (a ZeroGPU slot per call); the function unchanged elsewhere, also when
-    the `spaces` package is not installed."""
-    if spaces is None or not (os.environ.get("SPACE_ID") or os.environ.get("SPACES_ZERO_GPU")):
-        return function
-    return spaces.GPU(duration=120)(function)
+        return self.answer_text(), chain, reply, list(self.faces), self.gate_frame(), self.summary(), self.details()
 
 
 class NanoEmoXDemo:
     """The page and its request handler around one loaded model (read-only after `__init__`)."""
 
-    def __init__(self, served: ServedModel, device: str | None = None, dtype: str = "auto", limits: Limits = Limits()):
+    def __init__(
+        self,
+        served: ServedModel,
+        device: str | None = None,
+        dtype: str = "auto",
+        limits: Limits = Limits(),
+        storage: Storage = Storage(),
+    ):
         self.served = served
         self.limits = limits
+        self.storage = storage
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
@@ -334,6 +538,7 @@ class NanoEmoXDemo:
         self.model = AutoModel.from_pretrained(served.source, trust_remote_code=True, dtype=torch_dtype)
         self.model = self.model.to(device).eval()
         self.processor = AutoProcessor.from_pretrained(served.source, trust_remote_code=True)
+        self.pipeline = load_pipeline(served.source, self.model, self.processor)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         logger.info(
             "Loaded %s (%.1f M parameters) on %s in %.1f s.",
@@ -347,14 +552,16 @@ class NanoEmoXDemo:
             f"E{i + 1} (a{a}/v{v})"
             for i, (a, v) in enumerate(zip(config.audio_multiscale_layers, config.vision_multiscale_layers))
         ]
-        self.fusion_encoder = getattr(getattr(self.model, "model", None), "fusion_encoder", None)
         # A modality placeholder in the answer would ask the next step for media it does not have: never generate one.
         self.placeholder_ids = [
             token_id
             for token_id in (getattr(config, f"{m}_token_id", None) for m in ("video", "audio", "face", "fusion"))
             if token_id is not None
         ]
-        self.analyze = _gpu(self._analyze)
+        face_processor = self.processor.face_image_processor
+        self.face_mean = np.asarray(face_processor.image_mean, np.float32).reshape(3, 1, 1)
+        self.face_std = np.asarray(face_processor.image_std, np.float32).reshape(3, 1, 1)
+        self._analyze_on_gpu = _gpu(self._analyze)
 
     # ---- what the page says about the model ----
 
@@ -367,12 +574,20 @@ class NanoEmoXDemo:
         where = f"{self.model.device.type} · {str(self.model.dtype).removeprefix('torch.')}"
         if self.served.origin == "tiny":
             return (
-                f"**Model:** random tiny model — answers are meaningless (`{self.served.source}`, {size} parameters, "
-                f"{where}). It was created at startup because no model was given and no P2E checkpoint exists at "
-                f"`outputs/p2e/final`; start the app with `--model DIR_OR_HUB_ID` to serve a trained one."
+                f"⚠️ **Model: random tiny model — answers are meaningless** (`{self.served.source}`, {size} "
+                f"parameters, {where}). No model was given and no embedded P2E run was found at `outputs/p2e/final`. "
+                f"To serve a trained one, run the embedded recipe from the repository root — `{EMBEDDED_RUN_COMMAND}` "
+                "(a few minutes on a CPU; see the README) — and start the app again, or start it with "
+                "`--model DIR_OR_HUB_ID`."
             )
-        origin = "the embedded P2E run's checkpoint " if self.served.origin == "embedded-run" else ""
-        text = f"**Model:** {origin}`{self.served.source}` ({size} parameters, {where})."
+        if self.served.origin == "embedded-run":
+            return (
+                f"**Model:** the embedded P2E run's model `{self.served.source}` ({size} parameters, {where}): a tiny "
+                "Nano-EmoX trained by `recipes/p2e.py` on the clips it generates (a few synthetic faces and voices), "
+                "not the released 2.2 B model — on other clips its answers show the pipeline at work, not "
+                "emotional intelligence. Start the app with `--model DIR_OR_HUB_ID` to serve another one."
+            )
+        text = f"**Model:** `{self.served.source}` ({size} parameters, {where})."
         if self.num_parameters < 1e9:
             text += (
                 " This is a reduced-size model, not the released 2.2 B Nano-EmoX: unless it was trained for these "
@@ -396,30 +611,35 @@ class NanoEmoXDemo:
         turns = parse_history(history) if "erg" in tasks else None
         return tasks, text, turns
 
-    def _describe_media(self, request: _Request, inputs, has_video: bool, audio_given: bool) -> None:
-        """Fills the face gallery, the modality marks and the notes from the processor's first output."""
-        has_audio = "audio_mask" in inputs and bool(inputs["audio_mask"][0])
-        has_faces = "face_mask" in inputs and bool(inputs["face_mask"][0])
-        if "face_pixel_values" in inputs and has_faces:
-            face_processor = self.processor.face_image_processor
-            mean = np.asarray(face_processor.image_mean, np.float32).reshape(3, 1, 1)
-            std = np.asarray(face_processor.image_std, np.float32).reshape(3, 1, 1)
-            crops = inputs["face_pixel_values"][0].float().cpu().numpy() * std + mean  # (T, 3, S, S) in [0, 1]
-            boxes = inputs["face_boxes"][0].tolist()
-            detected = inputs["face_detected"][0].tolist()
-            for index, (crop, found) in enumerate(zip(crops, detected)):
-                image = (np.clip(crop.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-                caption = f"frame {index + 1}" if found else f"frame {index + 1}: no face"
-                request.faces.append((image, caption))
-            request.face_boxes = [[round(v, 1) for v in box] for box in boxes]
-            request.face_detected = [bool(v) for v in detected]
-            if not any(detected):
+    def _describe_media(self, request: _Request, prepared: dict, folder: Path, audio_given: bool) -> None:
+        """Fills the face gallery, the modality marks and the notes from the pipeline's first preprocessed task."""
+        inputs, face_info = prepared["model_inputs"], prepared["face_info"]
+        has_video = "pixel_values_videos" in inputs
+        has_faces = "face_pixel_values" in inputs
+        has_audio = "audio_values" in inputs
+        if has_faces and face_info.get("face_boxes") is not None:
+            crops = inputs["face_pixel_values"][0].float().cpu().numpy() * self.face_std + self.face_mean
+            crops = (np.clip(crops.transpose(0, 2, 3, 1), 0, 1) * 255).round().astype(np.uint8)  # (T, S, S, 3)
+            request.face_boxes = [[round(v, 1) for v in box] for box in face_info["face_boxes"][0].tolist()]
+            request.crop_boxes = [[round(v, 1) for v in box] for box in face_info["crop_boxes"][0].tolist()]
+            request.face_source = [FACE_SOURCES[code] for code in face_info["face_source"][0].tolist()]
+            images = face_crop_images(crops, request.face_boxes, request.crop_boxes, request.face_source)
+            request.faces = write_face_gallery(images, folder)
+            missing = request.face_source.count("none")
+            completed = request.face_source.count("completed")
+            if missing == len(request.face_source):
                 request.notes.append(
-                    "No face was found in any frame: the face branch sees whole frames instead of face crops."
+                    "No face was found in any frame: the face branch sees the regions shown (no face box), not a face."
                 )
-            elif not all(detected):
-                missing = len(detected) - sum(detected)
-                request.notes.append(f"No face was found in {missing} of {len(detected)} frames (whole frames used).")
+            elif missing:
+                request.notes.append(
+                    f"No face was found in {missing} of {len(request.face_source)} frames (regions shown without a box)."
+                )
+            if completed:
+                request.notes.append(
+                    f"In {completed} of {len(request.face_source)} frames the face was filled in from neighbouring "
+                    "frames (amber boxes)."
+                )
         if has_video and not has_audio:
             request.notes.append(
                 "No audio: the video has no sound track and no audio file was given, so the answer uses the "
@@ -436,83 +656,107 @@ class NanoEmoXDemo:
             "audio-visual fusion": has_video and has_audio,
         }
 
-    def _stream(self, inputs, generation: dict, seed: int | None, stop: threading.Event, gates: list):
-        """Generates in a thread; yields (text so far, streamer) as pieces arrive. `gates` receives the fusion gate
-        weights `(1, 3)` of the prompt's forward pass."""
+    def _stream(self, prepared: dict, generation: dict, seed: int | None, stop: threading.Event):
+        """Runs the pipeline's `forward` (generation) in a thread; yields `(text so far, streamer, None)` as pieces
+        arrive, then `(text, streamer, result)` with the pipeline's `postprocess` result (answer, gate weights)."""
         streamer = _CountingStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        failure = []
+        outcome = {}
 
         def work():
-            ident = threading.get_ident()
-
-            def read_gates(_module, _args, output):
-                # The hook sits on the shared model: keep only this request's forward passes.
-                if threading.get_ident() == ident and not gates:
-                    gates.append(output[1].detach().float().cpu())
-
-            handle = self.fusion_encoder.register_forward_hook(read_gates) if self.fusion_encoder else None
             try:
                 if seed is not None:
                     # The global generator: requests generate one at a time (concurrency 1 per model).
                     torch.manual_seed(seed)
-                with torch.inference_mode():
-                    self.model.generate(
-                        **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]),
-                        **generation,
-                    )  # fmt: skip
+                outputs = self.pipeline.forward(
+                    prepared, streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]),
+                    **generation,
+                )  # fmt: skip
+                outcome["result"] = self.pipeline.postprocess(outputs)
             except Exception as error:  # reported on the page by the request handler
-                failure.append(error)
+                outcome["error"] = error
                 streamer.end()
-            finally:
-                if handle is not None:
-                    handle.remove()
 
         thread = threading.Thread(target=work, name="nanoemox-generate", daemon=True)
         thread.start()
         text = ""
         for piece in streamer:
             text += piece
-            yield text, streamer
+            yield text, streamer, None
         thread.join()
-        if failure:
-            raise failure[0]
-        yield text, streamer
+        if "error" in outcome:
+            raise outcome["error"]
+        yield text, streamer, outcome["result"]
+
+    def analyze(self, video, audio, text, history, task, max_new_tokens=128, do_sample=False, temperature=0.7, seed=0):
+        """The page's handler (and the `/analyze` API): yields the outputs as the answer streams in. The request's
+        own files go into a fresh folder, deleted `storage.request_files_grace_s` after the request (Gradio has copied
+        them to its cache by then); this wrapper stays outside `spaces.GPU`, so the folder outlives the GPU worker."""
+        folder = self._request_folder()
+        try:
+            yield from self._analyze_on_gpu(
+                video, audio, text, history, task, max_new_tokens, do_sample, temperature, seed, str(folder)
+            )
+        finally:
+            timer = threading.Timer(
+                self.storage.request_files_grace_s, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True}
+            )
+            timer.daemon = True
+            timer.start()
+
+    def _request_folder(self) -> Path:
+        """A fresh folder for one request's files; folders left behind (a killed run) go once older than the cache."""
+        REQUEST_FILES_ROOT.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for old in REQUEST_FILES_ROOT.iterdir():
+            try:
+                if now - old.stat().st_mtime > self.storage.max_age_s:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=REQUEST_FILES_ROOT))
+
+    def _task_input(self, task: str, video, audio, text, turns) -> dict:
+        """The pipeline's dict input for one task of this request."""
+        sample = {"task": task, "text": text}
+        if video:
+            sample["video"] = video
+        if audio:
+            sample["audio"] = audio
+        if task == "erg" and turns:
+            sample["history"] = turns
+        return sample
 
     def _analyze(
-        self, video, audio, text, history, task, max_new_tokens=128, do_sample=False, temperature=0.7, seed=0
-    ):
-        """The page's handler (and the `/analyze` API): yields the outputs as the answer streams in."""
+        self, video, audio, text, history, task, max_new_tokens=128, do_sample=False, temperature=0.7, seed=0,
+        folder=None,
+    ):  # fmt: skip
         stop = threading.Event()
+        folder = Path(folder) if folder else self._request_folder()
         try:
             try:
                 tasks, text, turns = self._checked_inputs(video, audio, text, history, task)
             except UploadError as error:
+                if delete_upload(error.path):  # a refused upload is of no further use: it is not kept
+                    logger.info("Deleted the refused upload %s.", error.path)
                 raise gr.Error(str(error), title="Cannot use this input") from None
             request = _Request(tasks=tasks, expert_labels=self.expert_labels)
             max_new_tokens = int(min(max(int(max_new_tokens or 1), 1), self.limits.max_new_tokens))
             yield request.outputs()
             for index, name in enumerate(tasks):
-                started = time.perf_counter()
                 try:
-                    inputs = self.processor(
-                        videos=video or None,
-                        audio=audio or None,
-                        text=text,
-                        history=turns if name == "erg" else None,
-                        task=name,
-                    )
+                    prepared = self.pipeline.preprocess(self._task_input(name, video, audio, text, turns))
                 except ValueError as error:  # MediaError and prompt errors carry readable messages
+                    if _is_media_error(error):
+                        for path in (video, audio):
+                            delete_upload(path)
                     raise gr.Error(str(error), title="Cannot process this input") from None
-                timing = {"preprocess_s": round(time.perf_counter() - started, 3), "tokens": 0}
+                timing = {"preprocess_s": round(prepared["preprocess_s"], 3), "tokens": 0}
                 request.timings[name] = timing
                 if index == 0:
-                    self._describe_media(request, inputs, has_video=bool(video), audio_given=bool(audio))
+                    self._describe_media(request, prepared, folder, audio_given=bool(audio))
                     for note in request.notes:
                         gr.Warning(note)
                     yield request.outputs()
-                for key in ("face_boxes", "face_detected"):
-                    inputs.pop(key, None)
-                inputs = inputs.to(self.model.device)
                 generation = {
                     "max_new_tokens": max_new_tokens,
                     "do_sample": bool(do_sample),
@@ -520,20 +764,23 @@ class NanoEmoXDemo:
                 }
                 if do_sample:
                     generation["temperature"] = max(float(temperature), 1e-3)
-                gates: list = []
                 started = time.perf_counter()
                 sample_seed = int(seed or 0) if do_sample else None
-                for partial, streamer in self._stream(inputs, generation, sample_seed, stop, gates):
+                for partial, streamer, result in self._stream(prepared, generation, sample_seed, stop):
                     if timing.get("first_token_s") is None and streamer.num_tokens:
                         timing["first_token_s"] = round(time.perf_counter() - started, 3)
                     timing["tokens"] = streamer.num_tokens
-                    request.answers[name] = partial.strip()
+                    if result is None:
+                        request.answers[name] = _streamed_text(partial)
+                        if name == "erg":
+                            request.erg = _split_streamed_erg(_streamed_text(partial), self.processor)
+                        yield request.outputs(text_only=True)
+                        continue
+                    request.answers[name] = result["answer"]
                     if name == "erg":
-                        request.erg = _split_streamed_erg(partial, self.processor)
-                    new_gates = bool(gates) and request.gates is None
-                    if new_gates:
-                        request.gates = [round(float(g), 4) for g in gates[0][0]]
-                    yield request.outputs(text_only=not new_gates)
+                        request.erg = (result.get("chain_of_empathy", ""), result.get("reply", result["answer"]))
+                    if request.gates is None and result.get("fusion_gate_weights"):
+                        request.gates = [round(float(g), 4) for g in result["fusion_gate_weights"]]
                 timing["generate_s"] = round(time.perf_counter() - started, 3)
                 yield request.outputs()
         except gr.Error:
@@ -551,7 +798,10 @@ class NanoEmoXDemo:
     # ---- the page ----
 
     def build(self, examples: list[list] | None = None) -> gr.Blocks:
-        with gr.Blocks(title="Nano-EmoX demo") as demo:
+        # Gradio keeps every upload (also posts straight to its upload route) and every output copy in its cache:
+        # `delete_cache` sweeps what is older than `max_age_s`.
+        delete_cache = (self.storage.sweep_every_s, self.storage.max_age_s)
+        with gr.Blocks(title="Nano-EmoX demo", delete_cache=delete_cache) as demo:
             gr.Markdown(
                 "# Nano-EmoX — emotional intelligence from perception to empathy\n"
                 "Upload a short clip of a person talking (or record one), pick a task and run it. "
@@ -606,7 +856,7 @@ class NanoEmoXDemo:
                         reply = gr.Textbox(label="Reply (ERG)", lines=4, elem_id="reply")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
                     faces = gr.Gallery(
-                        label="Face crops the model saw (one per sampled frame; boxes in Details)",
+                        label="Face crops the model saw (one per sampled frame, face box drawn; boxes in Details)",
                         columns=4,
                         height="auto",
                         object_fit="contain",
@@ -719,25 +969,39 @@ def example_rows(cache_dir: Path) -> tuple[list[list], Path | None]:
 # ---- startup ----------------------------------------------------------------------------------------------------
 
 
+def is_complete_model_folder(folder: Path) -> bool:
+    """A saved model folder with its config and weights (a run killed while copying leaves one without)."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
 def resolve_model(model: str | None, cache_dir: Path) -> ServedModel:
-    """--model / NANOEMOX_MODEL, else the embedded P2E run's checkpoint, else a random tiny model (when the project's
-    package is importable)."""
+    """--model / NANOEMOX_MODEL, else the embedded P2E run's model (`outputs/p2e/final` in the current folder or the
+    repository root), else a random tiny model (when the project's package is importable)."""
     model = model or os.environ.get("NANOEMOX_MODEL")
     if model:
         return ServedModel(model, "given")
-    if (EMBEDDED_RUN_CHECKPOINT / "config.json").is_file():
-        return ServedModel(str(EMBEDDED_RUN_CHECKPOINT), "embedded-run")
+    for checkpoint in EMBEDDED_RUN_CHECKPOINTS:
+        if is_complete_model_folder(checkpoint):
+            return ServedModel(str(checkpoint.resolve()), "embedded-run")
     try:
         from modeling_nanoemox.tiny import create_tiny
     except ImportError:
         raise SystemExit(
-            "A model id is required: pass --model DIR_OR_HUB_ID or set NANOEMOX_MODEL (no checkpoint at "
-            f"{EMBEDDED_RUN_CHECKPOINT}, and the `nanoemox` package that can build a tiny test model is not installed)."
+            "A model id is required: pass --model DIR_OR_HUB_ID or set NANOEMOX_MODEL (no embedded P2E run at "
+            "outputs/p2e/final, and the `nanoemox` package that can build a tiny test model is not installed)."
         ) from None
     folder = cache_dir / "tiny-model"
-    if not (folder / "config.json").is_file():
-        logger.info("No model given and no P2E checkpoint: writing a random tiny model to %s.", folder)
-        create_tiny(folder)
+    if not is_complete_model_folder(folder):
+        logger.warning(
+            "No model given and no embedded P2E run at outputs/p2e/final: serving a random tiny model (its answers "
+            "are meaningless). For a trained one run `%s` from the repository root.",
+            EMBEDDED_RUN_COMMAND,
+        )
+        partial = cache_dir / f".tiny-model.{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        create_tiny(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.replace(folder)  # whole or not at all: a killed start leaves no half-written model behind
     return ServedModel(str(folder), "tiny")
 
 
@@ -765,6 +1029,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=300.0, help="Longest clip.")
     parser.add_argument("--queue-size", type=int, default=16, help="Requests waiting at most.")
     parser.add_argument("--concurrency", type=int, default=1, help="Requests generating at once (one model).")
+    parser.add_argument(
+        "--cache-max-age", type=int, default=3600, help="Seconds uploads and output copies stay in Gradio's cache."
+    )
+    parser.add_argument("--cache-sweep-every", type=int, default=600, help="Seconds between sweeps of that cache.")
+    parser.add_argument(
+        "--request-files-grace",
+        type=float,
+        default=30.0,
+        help="Seconds a request's own face-crop files stay after it ends.",
+    )
     parser.add_argument("--no-examples", action="store_true", help="Serve no examples.")
     parser.add_argument("--write-examples", type=Path, help="Write the example clips to this folder and exit.")
     return parser.parse_args(argv)
@@ -784,14 +1058,19 @@ def main(argv=None) -> None:
     served = resolve_model(args.model, args.cache_dir)
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(_examples_cache(served, args.cache_dir)))
     limits = Limits(max_file_mb=args.max_file_mb, max_seconds=args.max_seconds)
-    app = NanoEmoXDemo(served, device=args.device, dtype=args.dtype, limits=limits)
+    storage = Storage(
+        max_age_s=args.cache_max_age,
+        sweep_every_s=args.cache_sweep_every,
+        request_files_grace_s=args.request_files_grace,
+    )
+    app = NanoEmoXDemo(served, device=args.device, dtype=args.dtype, limits=limits, storage=storage)
     examples, examples_folder = ([], None) if args.no_examples else example_rows(args.cache_dir)
     demo = app.build(examples)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     demo.launch(
         server_name=args.host,
         server_port=args.port,
-        max_file_size=f"{args.max_file_mb}mb",
+        max_file_size=f"{args.max_file_mb}mb",  # also bounds posts straight to the upload route
         allowed_paths=[str(examples_folder)] if examples_folder else None,
         theme=gr.themes.Soft(),
         show_error=True,
