@@ -193,8 +193,16 @@ class NanoEmoXConfig(PreTrainedConfig):
             Hidden state of the vision tower whose CLS token represents a frame.
         vision_multiscale_layers (`list[int]`, *optional*, defaults to `[12, 16, 22]`):
             Vision hidden states whose CLS tokens feed the fusion encoder, one per fusion expert.
-        audio_feature_layers (`list[int]`, *optional*, defaults to `[-4, -3, -2, -1]`):
-            Audio hidden states averaged (then averaged over time) to represent a clip.
+        audio_feature_layers (`list[int]`, *optional*, defaults to `[-4, -3, -2]`):
+            Audio hidden states (indices into the tower's `hidden_states`) averaged, with the final state when
+            `audio_feature_last_hidden_state` is set, then averaged over time to represent a clip. For the full
+            model: layers 21, 22, 23 of chinese-hubert-large's 24.
+        audio_feature_last_hidden_state (`bool`, *optional*, defaults to `True`):
+            Also average the tower's `last_hidden_state` (HuBERT-large: layer 24 after the encoder's final
+            LayerNorm). With the defaults this is the authors' "mean of the last four layers"
+            (`stack(hidden_states)[[-4, -3, -2, -1]].mean(0)` under transformers 4.x, whose last `hidden_states`
+            entry was the LayerNorm output; since transformers 5 it is layer 24's raw output, and the LayerNorm
+            output is `last_hidden_state` only).
         audio_multiscale_layers (`list[int]`, *optional*, defaults to `[16, 18, 22]`):
             Audio hidden states, averaged over time, that feed the fusion encoder, one per fusion expert.
         max_video_frames (`int`, *optional*, defaults to 32):
@@ -260,7 +268,8 @@ class NanoEmoXConfig(PreTrainedConfig):
 
     vision_feature_layer: int = -2
     vision_multiscale_layers: list[int] = field(default_factory=lambda: [12, 16, 22])
-    audio_feature_layers: list[int] = field(default_factory=lambda: [-4, -3, -2, -1])
+    audio_feature_layers: list[int] = field(default_factory=lambda: [-4, -3, -2])
+    audio_feature_last_hidden_state: bool = True
     audio_multiscale_layers: list[int] = field(default_factory=lambda: [16, 18, 22])
     max_video_frames: int = 32
     max_audio_clips: int = 8
@@ -326,8 +335,11 @@ class NanoEmoXConfig(PreTrainedConfig):
             _check_layer_index("audio_feature_layers", index, audio_layers)
         for index in self.audio_multiscale_layers:
             _check_layer_index("audio_multiscale_layers", index, audio_layers)
-        if not self.audio_feature_layers:
-            raise ValueError("`audio_feature_layers` must name at least one layer, got an empty list.")
+        if not self.audio_feature_layers and not self.audio_feature_last_hidden_state:
+            raise ValueError(
+                "`audio_feature_layers` must name at least one layer (or set `audio_feature_last_hidden_state`), "
+                "got an empty list."
+            )
         if (
             len(self.vision_multiscale_layers) != len(self.audio_multiscale_layers)
             or not self.vision_multiscale_layers

@@ -391,14 +391,21 @@ class NanoEmoXModel(NanoEmoXPreTrainedModel):
 
         Returns:
             `torch.FloatTensor` of shape `(N, num_clips, 1 + num_fusion_experts, audio_hidden)`: per clip, the time
-            average of the mean of `audio_feature_layers`, followed by the time averages of `audio_multiscale_layers`.
+            average of the mean of `audio_feature_layers` (and `last_hidden_state` when
+            `config.audio_feature_last_hidden_state`: full size, layers 21, 22, 23 and the final LayerNorm's output,
+            the authors' "last four layers" of transformers 4.x), followed by the time averages of
+            `audio_multiscale_layers`.
         """
         num_tracks, num_clips = audio_values.shape[:2]
         outputs = self._run_tower(
             self.audio_tower, audio_values.flatten(0, 1).to(self.audio_tower.dtype), output_hidden_states=True
         )
         hidden_states = outputs.hidden_states
-        clip_feature = torch.stack([hidden_states[layer] for layer in self.config.audio_feature_layers]).mean(dim=0)
+        averaged = [hidden_states[layer] for layer in self.config.audio_feature_layers]
+        if self.config.audio_feature_last_hidden_state:
+            # Not `hidden_states[-1]`: since transformers 5 that is the last layer's raw output (issue 12).
+            averaged.append(outputs.last_hidden_state)
+        clip_feature = torch.stack(averaged).mean(dim=0)
         features = [clip_feature.mean(dim=1)]
         features += [hidden_states[layer].mean(dim=1) for layer in self.config.audio_multiscale_layers]
         return torch.stack(features, dim=1).reshape(num_tracks, num_clips, len(features), -1)

@@ -521,3 +521,28 @@ def test_full_size_parameter_counts_on_meta_device():
     assert info["phases"]["2"]["trainable"] == heads
     assert info["phases"]["3"]["trainable"] == heads + info["phases"]["3"]["lora"]
     assert info["tokens_per_clip"]["total"] == 69
+
+
+def test_audio_clip_feature_is_layers_21_22_23_and_the_final_layer_norm(model, tester, config):
+    """Regression (issue 12, item 1). The authors average "the last four layers" of HuBERT-large,
+    `torch.stack(hidden_states)[[-4, -3, -2, -1]].mean(0)` (models/encoder.py:576-580), under transformers 4.49. In 4.x
+    the stable-layer-norm encoder appended the FINAL LAYERNORM's output as the last `hidden_states` entry; since
+    transformers 5 the last entry is the last layer's raw output and the LayerNorm output is only `last_hidden_state`.
+    So the clip feature must be hidden_states[-4], [-3], [-2] (full size: layers 21, 22, 23) and `last_hidden_state`
+    — expressed in the config as `audio_feature_layers=[-4, -3, -2]` + `audio_feature_last_hidden_state=True`."""
+    assert config.audio_feature_layers == [-4, -3, -2] and config.audio_feature_last_hidden_state
+    assert NanoEmoXConfig().audio_feature_layers == [-4, -3, -2]  # full size: 24 layers → layers 21, 22, 23
+    audio = tester.prepare_inputs(config, [{"audio"}])["audio_values"]
+    tower = model.model.audio_tower
+    with torch.no_grad():
+        features = model.model.get_audio_tower_features(audio)
+        outputs = tower(audio.flatten(0, 1), output_hidden_states=True)
+    hidden = outputs.hidden_states
+    assert len(hidden) == config.audio_config.num_hidden_layers + 1  # embeddings + one per layer
+    # The transformers 4 → 5 change itself: the last entry is no longer the LayerNorm output.
+    assert not torch.allclose(hidden[-1], outputs.last_hidden_state)
+    torch.testing.assert_close(tower.encoder.layer_norm(hidden[-1]), outputs.last_hidden_state)
+    expected = torch.stack([hidden[-4], hidden[-3], hidden[-2], outputs.last_hidden_state]).mean(0).mean(1)
+    torch.testing.assert_close(features[:, :, 0].flatten(0, 1), expected)
+    wrong = torch.stack([hidden[-4], hidden[-3], hidden[-2], hidden[-1]]).mean(0).mean(1)  # the old definition
+    assert (features[:, :, 0].flatten(0, 1) - wrong).abs().max() > 1e-3
