@@ -95,18 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("nanoemox: interrupted\n")
         return 130
     except Exception as error:  # one line, never a traceback (--verbose adds the details)
-        message = " ".join(str(error).split()) or type(error).__name__
+        message = " ".join(str(error).split())[:500] or type(error).__name__
         if not isinstance(error, (ValueError, TypeError, OSError, RuntimeError, ImportError)):
-            message = f"{type(error).__name__}: {message} (run with --verbose for details)"
+            # a library's own error type (KeyError, AssertionError, ...): name it
+            message = f"{type(error).__name__}: {message} (--verbose for details)"
         sys.stderr.write(f"nanoemox {args.command}: error: {message}\n")
         if args.verbose:
             transformers_logging.get_logger(__name__).exception("details")
-        return 1
-    except Exception as error:  # anything else (a library's own error type): still one line, never a traceback
-        message = " ".join(str(error).split())[:500]
-        sys.stderr.write(f"nanoemox {args.command}: error: {type(error).__name__}: {message} (--verbose for details)\n")
-        if args.verbose:
-            logger.exception("details")
         return 1
 
 

@@ -24,6 +24,9 @@ import unicodedata
 
 import torch
 from transformers import GenerationConfig, Pipeline
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # The processor's `face_source` codes (`nanoemox_processing.FACE_SOURCES`; a test keeps the two equal).
 FACE_SOURCES = ("none", "detected", "completed")
@@ -67,6 +70,26 @@ def generate_with_fusion_gates(model, inputs, **generate_kwargs) -> tuple[torch.
             input_ids=input_ids, attention_mask=attention_mask, **{cache_name: prefill[cache_name]}, **generate_kwargs
         )
     return sequences, prefill.fusion_gate_weights
+
+
+def generation_budget(model, prompt_length: int, max_new_tokens: int) -> int:
+    """`max_new_tokens`, clamped (with a warning) so the prompt plus the answer fit the LLM's context length."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    text_config = getattr(model.config, "text_config", model.config)
+    context = getattr(text_config, "max_position_embeddings", None)
+    if not context:
+        return max_new_tokens
+    room = context - prompt_length
+    if room < 1:
+        raise ValueError(f"The prompt takes {prompt_length} tokens: no room left in the {context}-token context.")
+    if max_new_tokens > room:
+        logger.warning(
+            f"max_new_tokens {max_new_tokens} goes past the {context}-token context ({prompt_length} in the prompt); "
+            f"generating at most {room}."
+        )
+        return room
+    return max_new_tokens
 
 
 def decode_answer(tokenizer, token_ids) -> str:
@@ -167,6 +190,11 @@ class NanoEmoXPipeline(Pipeline):
         inputs = model_inputs["model_inputs"]  # already on the model's device (`Pipeline.forward`)
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
         generate_kwargs.setdefault("do_sample", False)
+        if generate_kwargs.get("max_new_tokens") is not None:
+            prompt_length = inputs["input_ids"].shape[1]
+            generate_kwargs["max_new_tokens"] = generation_budget(
+                self.model, prompt_length, generate_kwargs["max_new_tokens"]
+            )
         sequences, gates = generate_with_fusion_gates(self.model, inputs, **generate_kwargs)
         return {
             "task": model_inputs["task"],

@@ -13,11 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from transformers.utils import logging
-
 from nanoemox_processing.prompts_nanoemox import TASK_NAMES
-
-logger = logging.get_logger(__name__)
 
 # What a Hub id looks like ("name" or "owner/name"); anything else given as --model is a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -128,23 +124,11 @@ def build_pipeline(model, processor):
 
 
 def generation_budget(model, prompt_length: int, max_new_tokens: int) -> int:
-    """`max_new_tokens`, clamped (with a warning) so the prompt plus the answer fit the LLM's context length."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
-    text_config = getattr(model.config, "text_config", model.config)
-    context = getattr(text_config, "max_position_embeddings", None)
-    if not context:
-        return max_new_tokens
-    room = context - prompt_length
-    if room < 1:
-        raise ValueError(f"The prompt takes {prompt_length} tokens: no room left in the {context}-token context.")
-    if max_new_tokens > room:
-        logger.warning(
-            f"max_new_tokens {max_new_tokens} goes past the {context}-token context ({prompt_length} in the prompt); "
-            f"generating at most {room}."
-        )
-        return room
-    return max_new_tokens
+    """`max_new_tokens` clamped to the LLM's context; see `pipeline_nanoemox.generation_budget` (the pipeline applies
+    it to every call)."""
+    from .pipeline_nanoemox import generation_budget as budget
+
+    return budget(model, prompt_length, max_new_tokens)
 
 
 def predict(

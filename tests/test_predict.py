@@ -66,7 +66,7 @@ def test_an_uncached_hub_id_offline_is_one_line_without_the_network(monkeypatch,
 
 
 def test_a_folder_without_config_is_named_and_hub_ids_pass_online(tmp_path, monkeypatch, no_network):
-    with pytest.raises(OSError, match="folder without config.json"):
+    with pytest.raises(ValueError, match="has no config.json"):
         check_model_id(str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert check_model_id("owner/name") == "owner/name"  # left to the Hub (no request made here)
