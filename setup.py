@@ -15,6 +15,8 @@ setup(
     python_requires=">=3.10",
     packages=[*find_packages(include=["modeling_nanoemox", "modeling_nanoemox.*"]), "nanoemox_processing"],
     package_dir={"nanoemox_processing": "processing"},
+    # The command line is a top-level module so that `nanoemox --help` does not import the package (torch).
+    py_modules=["nanoemox_cli"],
     install_requires=[
         # A range, not a pin: GPU users bring their own CUDA build of torch.
         "torch>=2.4,<3",
@@ -34,7 +36,7 @@ setup(
         "demo": ["gradio>=6,<7", "spaces>=0.30", "matplotlib>=3.8", "pandas>=2"],
         "dev": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "gradio_client>=1.0", "matplotlib>=3.8"],
     },
-    entry_points={"console_scripts": ["nanoemox=modeling_nanoemox.cli:main"]},
+    entry_points={"console_scripts": ["nanoemox=nanoemox_cli:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

@@ -1,4 +1,4 @@
-"""`nanoemox` command line (modeling_nanoemox/cli.py): info, create-tiny, lazy start-up, one-line errors."""
+"""`nanoemox` command line (nanoemox_cli.py): info, create-tiny, lazy start-up, one-line errors."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from modeling_nanoemox.cli import build_parser, main
+from nanoemox_cli import build_parser, main
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "modeling_nanoemox"
 
@@ -42,7 +42,7 @@ def test_help_loads_no_command_module_torch_or_transformers():
         package = types.ModuleType("modeling_nanoemox")
         package.__path__ = [{str(PACKAGE_DIR)!r}]
         sys.modules["modeling_nanoemox"] = package
-        from modeling_nanoemox.cli import main
+        from nanoemox_cli import main
         try:
             main(["--help"])
         except SystemExit as exit:
@@ -68,7 +68,7 @@ def test_subcommand_help_registers_only_that_command():
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path, tiny_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "modeling_nanoemox.cli", "predict", "--model", str(tiny_dir), "--video",
+        [sys.executable, "-m", "nanoemox_cli", "predict", "--model", str(tiny_dir), "--video",
          str(tmp_path / "missing.mp4"), "--task", "mer"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

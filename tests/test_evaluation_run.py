@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from modeling_nanoemox.cli import main
+from nanoemox_cli import main
 from modeling_nanoemox.data import write_manifest
 from modeling_nanoemox.evaluation.run import generate_predictions, read_predictions
 from modeling_nanoemox.synthetic import synthetic_voice, write_clip

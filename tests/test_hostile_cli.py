@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_nanoemox.cli import main
+from nanoemox_cli import main
 from modeling_nanoemox.data import write_manifest
 from modeling_nanoemox.predict import generation_budget
 from modeling_nanoemox.synthetic import synthetic_voice, write_clip

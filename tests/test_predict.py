@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from modeling_nanoemox.cli import main
+from nanoemox_cli import main
 from modeling_nanoemox.predict import check_model_id
 
 

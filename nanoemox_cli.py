@@ -1,6 +1,9 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
 """The `nanoemox` command line.
 
+A top-level module, not part of the `modeling_nanoemox` package: importing that package registers the Auto classes,
+which loads torch and transformers (seconds), and `nanoemox --help` must not wait for that.
+
     nanoemox info [--size tiny|full] [--json]
     nanoemox create-tiny OUT_DIR [--seed N]
     nanoemox predict --model DIR_OR_HUB_ID --video F [--audio F] [--text S] [--history JSON] [--candidates A,B]
@@ -29,8 +32,8 @@ _LAZY_COMMANDS = (
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .configuration_nanoemox import NanoEmoXConfig
-    from .info import format_info, model_info
+    from modeling_nanoemox.configuration_nanoemox import NanoEmoXConfig
+    from modeling_nanoemox.info import format_info, model_info
 
     config = NanoEmoXConfig() if args.size == "full" else NanoEmoXConfig.tiny()
     info = model_info(config)
@@ -39,7 +42,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _create_tiny(args: argparse.Namespace) -> int:
-    from .tiny import create_tiny
+    from modeling_nanoemox.tiny import create_tiny
 
     path = create_tiny(args.output_dir, seed=args.seed)
     sys.stdout.write(f"{path}\n")
@@ -65,7 +68,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, help_text, target in _LAZY_COMMANDS:
         if command is None or command == name:
             module, function = target.split(":")
-            getattr(importlib.import_module(f".{module}", __package__), function)(commands)
+            getattr(importlib.import_module(f"modeling_nanoemox.{module}"), function)(commands)
         else:
             commands.add_parser(name, help=help_text, add_help=False)
     return parser
