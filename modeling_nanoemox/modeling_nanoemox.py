@@ -817,8 +817,14 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
 
     # ---- saving -----------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained` that also records every Auto class and writes a model card if absent."""
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """
+        `PreTrainedModel.save_pretrained` that also records every Auto class, copies the folder's pipeline and writes
+        a model card if absent. `push_to_hub=True` then publishes through [`push_to_hub`] (the project's card, never
+        transformers' generic one), with `repo_id` (default: the folder's name) and the Hub arguments given here.
+        """
+        hub_names = ("repo_id", "commit_message", "commit_description", "private", "token", "create_pr", "revision")
+        hub_kwargs = {name: kwargs.pop(name) for name in hub_names if name in kwargs}
         self.register_for_auto_class("AutoModel")
         self.config.auto_map = {
             "AutoConfig": "configuration_nanoemox.NanoEmoXConfig",
@@ -844,6 +850,18 @@ class NanoEmoXForConditionalGeneration(NanoEmoXPreTrainedModel, GenerationMixin)
             from .model_card_nanoemox import render_model_card
 
             card_path.write_text(render_model_card(self.config), encoding="utf-8")
+        if push_to_hub:
+            self.push_to_hub(hub_kwargs.pop("repo_id", Path(save_directory).name), **hub_kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """
+        `PushToHubMixin.push_to_hub` (same arguments, plus `processor=`, `existing_card=` and `training_summary=`)
+        that uploads the project's model card instead of transformers' generic one, and never silently overwrites a
+        richer card already on the Hub: see `hub_nanoemox.push_with_card`.
+        """
+        from .hub_nanoemox import push_with_card
+
+        return push_with_card(self, repo_id, **kwargs)
 
 
 __all__ = [
