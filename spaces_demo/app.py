@@ -245,6 +245,16 @@ def delete_upload(path: str | os.PathLike | None) -> bool:
     return True
 
 
+def keep_upload_fresh(path: str | os.PathLike | None) -> None:
+    """Marks an upload in use as new (its ctime, which `delete_cache` ages by, as Gradio does for outputs it hands out
+    again), so that the cache sweep never takes a clip from under a long request."""
+    if path and Path(gr.utils.get_upload_folder()).resolve() in Path(path).resolve().parents:
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+
 def parse_history(text: str | None) -> list[dict] | None:
     """
     The ERG dialogue so far, typed one turn per line as `user: …` / `assistant: …` (a line without a prefix continues
@@ -743,6 +753,8 @@ class NanoEmoXDemo:
             max_new_tokens = int(min(max(int(max_new_tokens or 1), 1), self.limits.max_new_tokens))
             yield request.outputs()
             for index, name in enumerate(tasks):
+                for path in (video, audio):
+                    keep_upload_fresh(path)
                 try:
                     prepared = self.pipeline.preprocess(self._task_input(name, video, audio, text, turns))
                 except ValueError as error:  # MediaError and prompt errors carry readable messages

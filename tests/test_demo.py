@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
 STARTUP_TIMEOUT_S = 120
 # The test server's storage settings: small uploads, a short cache life, a quick clean-up of request files.
 SERVER_MAX_FILE_MB = 2
-SERVER_CACHE_MAX_AGE_S = 45
+SERVER_CACHE_MAX_AGE_S = 60
 SERVER_CACHE_SWEEP_S = 3
 SERVER_REQUEST_FILES_GRACE_S = 1
 
@@ -445,8 +445,11 @@ def test_handler_deletes_a_refused_upload(app_module, demo_app, media, tmp_path,
     with pytest.raises(gr.Error, match="could not be read as video"):
         list(demo_app.analyze(str(upload), None, "", "", "mer", 4))
     assert not upload.exists()
+    os.utime(kept, (1, 1))
+    before = kept.stat().st_ctime_ns
     list(demo_app.analyze(str(kept), None, "", "", "msa", 2))
     assert kept.is_file()  # an accepted upload stays for reruns; Gradio's `delete_cache` sweeps it later
+    assert kept.stat().st_ctime_ns > before  # in use: marked new, so that the sweep never takes it mid-request
 
 
 def test_pipeline_comes_with_the_weights(app_module, demo_app, tmp_path):
