@@ -439,3 +439,26 @@ def test_build_cot_empathy_cli(tmp_path, monkeypatch, capsys):
 
     assert build.main(["--input", str(manifest), "--output", str(output), "--model", "m"]) == 1
     assert "--teacher" in capsys.readouterr().err
+
+
+def test_authors_style_target_and_it_parses_back():
+    """`style="authors"`: the authors' chain (datasets/datasets/base_dataset.py:425-430 of waHAHJIAHAO/Nano-EmoX @
+    b08f985; paper Fig. 5), values verbatim, the reply after "</think>\\n" and one space; parse reads it back."""
+    from modeling_nanoemox.data.chain_of_empathy import format_chain_of_empathy, parse_chain_of_empathy
+
+    fields = {"event_scenario": "The speaker lost their job.", "speaker_emotion": "Sadness",
+              "emotion_cause": "ten years of work are gone", "goal_to_response": "offer support"}  # fmt: skip
+    target = format_chain_of_empathy(fields, "I'm so sorry.", style="authors")
+    assert target == (
+        "<think>Firstly, the event scenario of this conversation is: The speaker lost their job.\n"
+        "Secondly, the emotion of the speaker is Sadness\n"
+        "Thirdly, the emotion cause is ten years of work are gone\n"
+        "Fourthly, the goal to response is offer support</think>\n I'm so sorry."
+    )
+    assert parse_chain_of_empathy(target) == {
+        "event_scenario": "The speaker lost their job.", "speaker_emotion": "sadness",
+        "emotion_cause": "ten years of work are gone", "goal_to_response": "offer support", "response": "I'm so sorry.",
+    }  # fmt: skip
+    assert format_chain_of_empathy(fields, "ok", style="standard") == format_chain_of_empathy(fields, "ok")
+    with pytest.raises(ValueError, match="style must be one of"):
+        format_chain_of_empathy(fields, "ok", style="chat")

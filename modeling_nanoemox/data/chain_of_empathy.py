@@ -28,7 +28,20 @@ loss and offer support.</think> I'm so sorry. Ten years is a long time — how a
   names (the emotion also as `emotion`, the scorer's key) and `response` live in the `reference` object of an
   `erg` sample.
 
-[`parse_chain_of_empathy`] reads the format back (and tolerates what LLMs typically write instead: no numbers,
+`format_chain_of_empathy(fields, response, style="authors")` writes the authors' target instead (base_dataset.py:
+425-430 of github.com/waHAHJIAHAO/Nano-EmoX, paper Fig. 5), for training with `prompt_style="authors"`:
+
+```
+<think>Firstly, the event scenario of this conversation is: {event_scenario}
+Secondly, the emotion of the speaker is {speaker_emotion}
+Thirdly, the emotion cause is {emotion_cause}
+Fourthly, the goal to response is {goal_to_response}</think>
+ {reply}
+```
+
+(values verbatim, no period added; the reply after "</think>\n" and one space).
+
+[`parse_chain_of_empathy`] reads both formats back (and tolerates what LLMs typically write instead: no numbers,
 markdown bold, steps on one line, a missing reply).
 
 ## Teacher LLM, for dialogues without the four steps
@@ -57,6 +70,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from nanoemox_processing.prompts_authors_nanoemox import format_chain_of_empathy_authors
 from nanoemox_processing.prompts_nanoemox import AVAMERG_LABELS
 
 from .manifest import Sample
@@ -87,6 +101,16 @@ _HEADER = re.compile(
     rf"(?:\*\*)?(?P<name>{_NAME_ALTERNATIVES})(?:\*\*)?[ \t]*:(?:\*\*)?",
     re.IGNORECASE | re.MULTILINE,
 )
+# The authors' chain: "Firstly, the event scenario of this conversation is: X\nSecondly, the emotion of the speaker is
+# Y\nThirdly, the emotion cause is Z\nFourthly, the goal to response is W" (base_dataset.py:425-430), no colons after
+# steps 2-4. Recognised by its ordinal words at the start of a line.
+_AUTHORS_STEP = re.compile(
+    r"^[ \t]*(?P<ordinal>firstly|secondly|thirdly|fourthly),[ \t]*(?:the[ \t]+)?(?:"
+    r"event[ \t]+scenario(?:[ \t]+of[ \t]+this[ \t]+conversation)?|emotion[ \t]+of[ \t]+the[ \t]+speaker|"
+    r"emotion[ \t]+cause|goal[ \t]+to[ \t]+response)[ \t]+is[ \t]*:?",
+    re.IGNORECASE | re.MULTILINE,
+)
+_AUTHORS_ORDER = dict(zip(("firstly", "secondly", "thirdly", "fourthly"), CHAIN_FIELDS))
 _STEP_PATTERNS = {name: re.compile(rf"^(?:{pattern})$", re.IGNORECASE) for name, pattern in _STEP_NAMES.items()}
 _EMOTION_PREFIX = re.compile(
     r"^(?:the\s+)?(?:emotion\s+of\s+the\s+speaker|speaker(?:'s|’s)?\s+emotion|speaker)\s+"
@@ -111,12 +135,24 @@ def normalize_emotion(value) -> str:
     return text.strip(" \t\"'“”‘’*`.!,;:").lower()
 
 
-def format_chain_of_empathy(fields: Mapping, response: str) -> str:
+CHAIN_STYLES = ("standard", "authors")
+
+
+def format_chain_of_empathy(fields: Mapping, response: str, style: str = "standard") -> str:
     """The ERG target for the four steps in `fields` (keys [`CHAIN_FIELDS`]) and the listener's `response`.
 
+    `style="standard"` (default): the one-line numbered format above. `style="authors"`: the authors' target
+    (base_dataset.py:425-430): "<think>Firstly, the event scenario of this conversation is: …\nSecondly, the emotion
+    of the speaker is …\nThirdly, the emotion cause is …\nFourthly, the goal to response is …</think>\n {reply}",
+    values verbatim (`prompts_authors_nanoemox.format_chain_of_empathy_authors`).
+
     Raises:
-        ValueError: a step or the reply is missing or empty, or contains a `<think>` tag.
+        ValueError: a step or the reply is missing or empty, or contains a `<think>` tag; an unknown style.
     """
+    if style == "authors":
+        return format_chain_of_empathy_authors(fields, response)
+    if style != "standard":
+        raise ValueError(f"style must be one of {CHAIN_STYLES}, got {style!r}")
     if not isinstance(fields, Mapping):
         raise TypeError(f"fields must be a mapping with the keys {CHAIN_FIELDS}, got {type(fields).__name__}")
     values = {name: _one_line(fields.get(name)) for name in CHAIN_FIELDS}
@@ -165,6 +201,17 @@ def parse_chain_of_empathy(text) -> dict:
     if not isinstance(text, str):
         raise TypeError(f"parse_chain_of_empathy expects a string, got {type(text).__name__}")
     chain, result["response"] = _split_think(text)
+    steps = list(_AUTHORS_STEP.finditer(chain))
+    if steps:  # the authors' "Firstly, … Fourthly, …" format
+        for index, match in enumerate(steps):
+            name = _AUTHORS_ORDER[match.group("ordinal").lower()]
+            end = steps[index + 1].start() if index + 1 < len(steps) else len(chain)
+            value = _one_line(chain[match.end() : end])
+            if name == "speaker_emotion":
+                value = normalize_emotion(value)
+            if value and result[name] is None:
+                result[name] = value
+        return result
     headers = list(_HEADER.finditer(chain))
     for index, match in enumerate(headers):
         name = next(n for n, pattern in _STEP_PATTERNS.items() if pattern.match(match.group("name").strip()))
