@@ -53,6 +53,8 @@ EMBEDDED_RUN_COMMAND = "accelerate launch recipes/p2e.py --output_dir outputs/p2
 EMBEDDED_RUN_CHECKPOINTS = (Path("outputs") / "p2e" / "final", REPO_ROOT / "outputs" / "p2e" / "final")
 # Example clips bundled with a Space upload (written by `app.py --write-examples spaces_demo/examples`).
 BUNDLED_EXAMPLES = Path(__file__).resolve().parent / "examples"
+# The Space's card: its `models:` metadata names the model a Space serves when NANOEMOX_MODEL is not set.
+SPACE_CARD = Path(__file__).resolve().parent / "README.md"
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "nanoemox-demo"
 # Each request's face-crop PNGs live in a folder of their own under the system's temporary folder (Gradio serves files
 # from there), written once and never rewritten.
@@ -986,10 +988,26 @@ def is_complete_model_folder(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
+def space_model_id(readme: Path | None = None) -> str | None:
+    """The first model the Space's card metadata names (`models:` in README.md's front matter), or None."""
+    readme = readme or SPACE_CARD
+    if not readme.is_file():
+        return None
+    lines = readme.read_text(encoding="utf-8").split("\n---", 1)[0].splitlines()
+    for index, line in enumerate(lines):
+        if line.strip() == "models:":
+            for entry in lines[index + 1 :]:
+                if not entry.strip().startswith("- "):
+                    return None
+                return entry.strip()[2:].strip().strip("\"'") or None
+    return None
+
+
 def resolve_model(model: str | None, cache_dir: Path) -> ServedModel:
-    """--model / NANOEMOX_MODEL, else the embedded P2E run's model (`outputs/p2e/final` in the current folder or the
-    repository root), else a random tiny model (when the project's package is importable)."""
-    model = model or os.environ.get("NANOEMOX_MODEL")
+    """--model / NANOEMOX_MODEL, else on a Space the model its card names, else the embedded P2E run's model
+    (`outputs/p2e/final` in the current folder or the repository root), else a random tiny model (when the project's
+    package is importable)."""
+    model = model or os.environ.get("NANOEMOX_MODEL") or (space_model_id() if os.environ.get("SPACE_ID") else None)
     if model:
         return ServedModel(model, "given")
     for checkpoint in EMBEDDED_RUN_CHECKPOINTS:

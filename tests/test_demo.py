@@ -249,6 +249,7 @@ def test_parse_history(app_module):
 
 def test_resolve_model(app_module, tmp_path, monkeypatch):
     monkeypatch.delenv("NANOEMOX_MODEL", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.chdir(tmp_path)
     assert app_module.resolve_model("org/model", tmp_path) == app_module.ServedModel("org/model", "given")
     monkeypatch.setenv("NANOEMOX_MODEL", "org/other")
@@ -286,6 +287,19 @@ def test_resolve_model(app_module, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "modeling_nanoemox.tiny", None)  # as on a Space: the package is absent
     with pytest.raises(SystemExit, match="A model id is required"):
         app_module.resolve_model(None, tmp_path / "elsewhere")
+
+
+def test_a_space_serves_the_model_its_card_names(app_module, tmp_path, monkeypatch):
+    assert "/" in app_module.space_model_id()  # spaces_demo/README.md's `models:` entry, a Hub id
+    card = tmp_path / "README.md"
+    card.write_text('---\ntitle: x\nmodels:\n  - "org/model"\ntags:\n  - a\n---\n\nmodels:\n  - no\n')
+    assert app_module.space_model_id(card) == "org/model"
+    monkeypatch.setattr(app_module, "SPACE_CARD", card)
+    monkeypatch.delenv("NANOEMOX_MODEL", raising=False)
+    monkeypatch.setenv("SPACE_ID", "org/space")
+    assert app_module.resolve_model(None, tmp_path) == app_module.ServedModel("org/model", "given")
+    card.write_text("---\ntitle: x\n---\n")
+    assert app_module.space_model_id(card) is None
 
 
 def test_no_spaces_gpu_outside_a_space(app_module, monkeypatch):
