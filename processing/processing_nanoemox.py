@@ -31,6 +31,7 @@ Media decoding (PyAV) and face detection (OpenCV) are imported when first used: 
 """
 
 import os
+import random
 import threading
 from dataclasses import dataclass, field
 
@@ -41,11 +42,32 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
 from .face_detection_nanoemox import FaceDetector, build_face_detector
+from .prompts_authors_nanoemox import (
+    AUTHORS_TARGET_END,
+    AUTHORS_TASK_SPECS,
+    authors_task_name,
+    format_authors_target,
+    render_authors_prompt,
+)
 from .prompts_nanoemox import SYSTEM_PROMPT, TASK_NAMES, TASKS
 
 logger = logging.get_logger(__name__)
 
 MODALITY_ORDER = ("video", "face", "audio", "fusion")
+# `prompt_style`: "chat" (the Qwen chat template with our fixed task prompts) or "authors" (the text the authors'
+# LAVIS checkpoints were trained on: `prompts_authors_nanoemox`).
+PROMPT_STYLES = ("chat", "authors")
+# `frame_resize`: "center_crop" keeps the aspect ratio and crops the centre (CLIP's own preprocessing); "squash"
+# resizes the whole frame to the square input, as the authors' decord loader does.
+FRAME_RESIZES = ("center_crop", "squash")
+# `audio_normalization`: "per_clip" (zero mean, unit variance per 2 s clip) or "joint" (over all clips of the call at
+# once, as the authors' encoder normalises a whole batch as one array).
+AUDIO_NORMALIZATIONS = ("per_clip", "joint")
+# Each style's default `frame_resize` / `audio_normalization` (used while those settings are None).
+STYLE_DEFAULTS = {
+    "chat": {"frame_resize": "center_crop", "audio_normalization": "per_clip"},
+    "authors": {"frame_resize": "squash", "audio_normalization": "joint"},
+}
 # `face_source` codes: where each frame's face crop comes from.
 FACE_SOURCES = ("none", "detected", "completed")
 # Audio files longer than this are read clip by clip (seeking) instead of whole.
@@ -72,6 +94,7 @@ _CALL_OPTIONS = {
     "return_offsets_mapping": False,
     "return_text_replacement_offsets": False,
     "sanitize_control_tokens": False,
+    "frame_resize": None,
     # Passed by `ProcessorMixin.apply_chat_template` / pipelines; nothing to do with them here.
     "audio_from_video_indices": None,
     "return_mm_token_type_ids": False,
@@ -79,7 +102,7 @@ _CALL_OPTIONS = {
 }
 # `__call__` options that `apply_chat_template` forwards to it rather than to the Jinja template.
 _FORWARDED_OPTIONS = ("use_faces", "faces", "sampling_rate", "padding", "padding_side", "max_length", "truncation",
-                      "return_face_info")  # fmt: skip
+                      "return_face_info", "frame_resize")  # fmt: skip
 
 
 def build_chat_template(
@@ -152,6 +175,17 @@ class NanoEmoXProcessor(ProcessorMixin):
         max_length (`int`, defaults to 1024): token budget per sample, prompt and answer together.
         max_history_turns (`int`, defaults to 32): ERG dialogue turns kept at most (the newest).
         system_prompt (`str`): the default system message of the default chat template.
+        prompt_style (`str`, defaults to `"chat"`): `"chat"` renders task prompts with the chat template and our
+            fixed prompts (`prompts_nanoemox.TASKS`); `"authors"` renders the authors' `###Human: … ###Assistant: `
+            text (`prompts_authors_nanoemox`: their tags, questions, modality blocks in the order fusion, audio, face,
+            frames, subtitle, targets ending in `###`), what their LAVIS checkpoints were trained on. Saved in
+            `processor_config.json`; `AutoProcessor.from_pretrained(dir, prompt_style="authors")` selects it.
+        frame_resize (`str`, *optional*): `"center_crop"` (aspect ratio kept, the centre cropped: CLIP's own
+            preprocessing) or `"squash"` (the whole frame resized to the square input, aspect ratio lost, as the
+            authors decode). `None` (default): the style's choice, `center_crop` for "chat", `squash` for "authors".
+        audio_normalization (`str`, *optional*): `"per_clip"` (zero mean / unit variance per clip) or `"joint"`
+            (over all clips of all samples of one call together, as the authors' encoder does for a batch). `None`
+            (default): the style's choice, `per_clip` for "chat", `joint` for "authors".
     """
 
     valid_kwargs = ["chat_template"]
@@ -177,8 +211,21 @@ class NanoEmoXProcessor(ProcessorMixin):
         max_length: int = 1024,
         max_history_turns: int = MAX_HISTORY_TURNS,
         system_prompt: str = SYSTEM_PROMPT,
+        prompt_style: str = "chat",
+        frame_resize: str | None = None,
+        audio_normalization: str | None = None,
         **kwargs,
     ):
+        for name, value, allowed in (
+            ("prompt_style", prompt_style, PROMPT_STYLES),
+            ("frame_resize", frame_resize, (None, *FRAME_RESIZES)),
+            ("audio_normalization", audio_normalization, (None, *AUDIO_NORMALIZATIONS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {[a for a in allowed if a]}, got {value!r}.")
+        self.prompt_style = prompt_style
+        self.frame_resize = frame_resize
+        self.audio_normalization = audio_normalization
         self.num_frames = num_frames
         self.num_audio_clips = num_audio_clips
         self.audio_clip_seconds = audio_clip_seconds
@@ -264,6 +311,11 @@ class NanoEmoXProcessor(ProcessorMixin):
     def token_count(self, modality: str) -> int:
         return getattr(self, f"num_{modality}_tokens")
 
+    def setting(self, name: str) -> str:
+        """`frame_resize` / `audio_normalization` in effect: the processor's own, else its prompt style's default."""
+        value = getattr(self, name, None)
+        return value if value is not None else STYLE_DEFAULTS[getattr(self, "prompt_style", "chat")][name]
+
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values_videos", "face_pixel_values", "audio_values"]
@@ -346,8 +398,23 @@ class NanoEmoXProcessor(ProcessorMixin):
         return split_clips(waveform, target_rate, self.num_audio_clips, self.audio_clip_seconds)
 
     def _normalise_audio(self, clips: np.ndarray) -> np.ndarray:
+        """Per-clip normalisation; with `audio_normalization="joint"` the clips stay raw here and
+        [`_normalise_jointly`] normalises all of a call's clips together."""
+        if self.setting("audio_normalization") == "joint":
+            return clips.astype(np.float32)
         rate = self.feature_extractor.sampling_rate
         return self.feature_extractor(list(clips), sampling_rate=rate, return_tensors="np")["input_values"]
+
+    def _normalise_jointly(self, tracks: list[np.ndarray]) -> list[np.ndarray]:
+        """The authors' normalisation: the `(tracks · clips, samples)` batch goes to the feature extractor as ONE
+        array (models/encoder.py:572-579), so the mean and variance are those of every clip of the call together."""
+        if not tracks or not getattr(self.feature_extractor, "do_normalize", True):
+            return tracks
+        rate = self.feature_extractor.sampling_rate
+        flat = np.concatenate([track.reshape(-1) for track in tracks]).astype(np.float32)
+        normed = self.feature_extractor(flat, sampling_rate=rate, return_tensors="np")["input_values"][0]
+        sizes = np.cumsum([track.size for track in tracks])[:-1]
+        return [part.reshape(track.shape) for part, track in zip(np.split(normed, sizes), tracks)]
 
     def _prepare_faces(self, decoded, supplied_faces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Face crops → `(pixel_values (T, 3, S, S), crop boxes (T, 4) in original pixels, detected (T,))`."""
@@ -379,9 +446,22 @@ class NanoEmoXProcessor(ProcessorMixin):
         source = np.where(detected, FACE_SOURCES.index("detected"), FACE_SOURCES.index("none")).astype(np.int64)
         return crop_boxes.astype(np.float32), source
 
-    def _prepare_frames(self, decoded) -> np.ndarray:
+    def _prepare_frames(self, decoded, frame_resize: str | None = None) -> np.ndarray:
         import cv2
 
+        frame_resize = frame_resize or self.setting("frame_resize")
+        if frame_resize not in FRAME_RESIZES:
+            raise ValueError(f"frame_resize must be one of {list(FRAME_RESIZES)}, got {frame_resize!r}.")
+        if frame_resize == "squash":
+            # The whole frame to the square input, aspect ratio not kept (the authors' decord `VideoReader(uri,
+            # height=224, width=224)`); CLIP's resize and centre crop are then no-ops.
+            crop = self.image_processor.crop_size
+            height, width = crop["height"], crop["width"]
+            frames = decoded.frames
+            shrinking = frames.shape[1] >= height and frames.shape[2] >= width
+            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+            frames = np.stack([cv2.resize(frame, (width, height), interpolation=interpolation) for frame in frames])
+            return self.image_processor(list(frames), return_tensors="np")["pixel_values"]
         # Shrinking with area averaging first makes CLIP's own resize cheap on HD frames.
         shortest = self.image_processor.size.get("shortest_edge") or min(self.image_processor.crop_size.values())
         height, width = decoded.frames.shape[1:3]
@@ -392,14 +472,15 @@ class NanoEmoXProcessor(ProcessorMixin):
             frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
         return self.image_processor(list(frames), return_tensors="np")["pixel_values"]
 
-    def _process_video(self, video, faces, use_faces: bool, load_audio_from_video: bool) -> _VideoItem:
+    def _process_video(self, video, faces, use_faces: bool, load_audio_from_video: bool,
+                       frame_resize: str | None = None) -> _VideoItem:  # fmt: skip
         """One video → its item; a file without decodable frames gives no frames (and still its audio track)."""
         decoded = self._load_video(video)
         item = _VideoItem()
         if decoded is None:
             item.notes.append("the video has no decodable frames; continuing without video")
         else:
-            item.pixel_values = self._prepare_frames(decoded)
+            item.pixel_values = self._prepare_frames(decoded, frame_resize)
             if use_faces:
                 item.faces, item.crop_boxes, detected = self._prepare_faces(decoded, faces)
                 item.face_boxes, item.face_source = self._face_info(item.crop_boxes, detected)
@@ -488,6 +569,8 @@ class NanoEmoXProcessor(ProcessorMixin):
                 raise ValueError("Pass `images` or `videos`, not both: an image is a one-frame video.")
             videos = _flatten_images(images)
         video_items, audio_items = _flatten_videos(videos), _flatten_audio(audio)
+        if self.prompt_style == "authors":
+            return self._call_blocks(texts, video_items, audio_items, options)
         video_counts = [sample.count(self.video_token) for sample in texts]
         audio_counts = [sample.count(self.audio_token) for sample in texts]
         self._check_counts(texts, video_counts, audio_counts, video_items, audio_items, videos, options["modalities"])
@@ -511,6 +594,85 @@ class NanoEmoXProcessor(ProcessorMixin):
         return BatchFeature(
             data=data, tensor_type=options["return_tensors"], skip_tensor_conversion=["text_replacement_offsets"]
         )
+
+    def _call_blocks(self, texts, video_items, audio_items, options) -> BatchFeature:
+        """`__call__` for authors-style prompts: each placeholder stands alone in its own block (`<Video><|emox_video|>
+        </Video>`, `<Video><|emox_face|></Video>`, `<Audio><|emox_audio|></Audio>`, `<Multi><|emox_fusion|></Multi>`)
+        and expands on its own to its token count. A sample with a frames or face block owns one video item (the
+        face crops come from it); an audio block is fed by a separate audio item or, with
+        `load_audio_from_video=True`, by the sample's video track."""
+        if options["return_text_replacement_offsets"]:
+            raise ValueError("return_text_replacement_offsets is not available with prompt_style='authors'.")
+        blocks = []
+        for index, sample in enumerate(texts):
+            present = set()
+            for modality in MODALITY_ORDER:
+                found = sample.count(self.placeholder(modality))
+                if found > 1:
+                    raise ValueError(
+                        f"sample {index}: {found} {modality} placeholders; an authors-style prompt has one block per "
+                        "modality at most (render it with apply_chat_template / build_task_messages)."
+                    )
+                if found:
+                    present.add(modality)
+            if "fusion" in present and not {"video", "audio"} <= present:
+                raise ValueError(f"sample {index}: a fusion block needs the frames and audio blocks too.")
+            blocks.append(present)
+        needs_video = [bool(present & {"video", "face"}) for present in blocks]
+        needs_audio = [("audio" in present) for present in blocks]
+        if options["modalities"] is not None:
+            if video_items or audio_items:
+                raise ValueError("Pass media or `modalities`, not both.")
+            media, video_inputs = {}, None
+        else:
+            if len(video_items) != sum(needs_video):
+                raise ValueError(
+                    f"The prompts have {sum(needs_video)} samples with a frames or face block but {len(video_items)} "
+                    "videos were passed (one video per such sample)."
+                )
+            separate = list(needs_audio)
+            if len(audio_items) != sum(needs_audio):
+                without_video = [a and not v for a, v in zip(needs_audio, needs_video)]
+                if not (options["load_audio_from_video"] and len(audio_items) == sum(without_video)):
+                    raise ValueError(
+                        f"The prompts have {sum(needs_audio)} audio blocks but {len(audio_items)} audio inputs were "
+                        "passed: give one audio per audio block, or pass load_audio_from_video=True so that samples "
+                        "with a video hear its own track (then audio inputs only for audio blocks without a video)."
+                    )
+                separate = without_video
+            video_counts, audio_counts = [int(v) for v in needs_video], [int(a) for a in separate]
+            owners = [index for index, needed in enumerate(needs_video) if needed]
+            faces_on = [("face" in blocks[index]) for index in owners]
+            tracks = [needs_audio[index] and not separate[index] for index in owners]
+            video_inputs, _, media = self._decode_media(
+                video_items, audio_items, video_counts, audio_counts, options, faces_on=faces_on, tracks=tracks
+            )
+            for position, index in enumerate(owners):
+                if not video_inputs["has_video"][position]:
+                    raise ValueError(f"sample {index}: the video has no decodable frames for its blocks.")
+                if tracks[position] and not video_inputs["track_audio"][position]:
+                    raise ValueError(
+                        f"sample {index}: the prompt has an audio block but the video has no audio track."
+                    )
+            # Frames only for the samples whose prompt has a frames block (a face-only layout uses the crops).
+            keep = [position for position, index in enumerate(owners) if "video" in blocks[index]]
+            if "pixel_values_videos" in media:
+                if keep:
+                    media["pixel_values_videos"] = media["pixel_values_videos"][keep]
+                else:
+                    del media["pixel_values_videos"]
+        expanded = []
+        for sample in texts:
+            for modality in MODALITY_ORDER:
+                token = self.placeholder(modality)
+                sample = sample.replace(token, token * self.token_count(modality))
+            expanded.append(sample)
+        data = self._tokenize(expanded, options)
+        data.update(media)
+        if not options["return_face_info"]:
+            for key in ("face_boxes", "crop_boxes", "face_source"):
+                data.pop(key, None)
+        return BatchFeature(data=data, tensor_type=options["return_tensors"])
 
     def _check_counts(self, texts, video_counts, audio_counts, video_items, audio_items, videos, modalities) -> None:
         for index, sample in enumerate(texts):
@@ -576,18 +738,24 @@ class NanoEmoXProcessor(ProcessorMixin):
                 video_inputs["has_fusion"].append("audio" in present)
         return video_inputs, None, {}
 
-    def _decode_media(self, video_items, audio_items, video_counts, audio_counts, options):
+    def _decode_media(self, video_items, audio_items, video_counts, audio_counts, options, faces_on=None,
+                      tracks=None):  # fmt: skip
+        """Decodes the media. `faces_on` / `tracks` (per video: face branch, own audio track) default to
+        `use_faces` for every video and `load_audio_from_video` where the sample has no audio part."""
         from .media_nanoemox import MediaError
 
         faces = _faces_per_video(options["faces"], len(video_items))
         use_faces, from_video = options["use_faces"], options["load_audio_from_video"]
         # A sample's audio part takes precedence over its video's own track (which is then not read).
         has_audio_part = [bool(n) for n, v in zip(audio_counts, video_counts) for _ in range(v)]
+        faces_on = [use_faces] * len(video_items) if faces_on is None else faces_on
+        tracks = [from_video and not part for part in has_audio_part] if tracks is None else tracks
         decoded_videos, decoded_audio = [], []
         for index, (video, crops) in enumerate(zip(video_items, faces)):
             try:
-                track = from_video and not has_audio_part[index]
-                decoded_videos.append(self._process_video(video, crops, use_faces, track))
+                decoded_videos.append(
+                    self._process_video(video, crops, faces_on[index], tracks[index], options["frame_resize"])
+                )
             except MediaError as error:
                 raise type(error)(f"video {index}: {error}") from None
         for index, item in enumerate(audio_items):
@@ -627,6 +795,8 @@ class NanoEmoXProcessor(ProcessorMixin):
         for note, indices in notes.items():
             where = f"sample {indices[0]}" if len(indices) == 1 else f"samples {indices}"
             logger.warning(f"{where}: {note}.")
+        if self.setting("audio_normalization") == "joint":
+            audio_out = self._normalise_jointly(audio_out)
         media = {}
         for key, items in (("pixel_values_videos", videos_out), ("face_pixel_values", faces_out),
                            ("audio_values", audio_out)):  # fmt: skip
@@ -688,12 +858,149 @@ class NanoEmoXProcessor(ProcessorMixin):
         )  # fmt: skip
         conversations = conversation if batched else [conversation]
         cleaned = [self._clean_conversation(getattr(c, "messages", c), index) for index, c in enumerate(conversations)]
+        if self.prompt_style == "authors" and chat_template is None:
+            return self._apply_authors_template(cleaned, batched, processor_kwargs, kwargs)
         return super().apply_chat_template(
             cleaned if batched else cleaned[0],
             chat_template=chat_template,
             processor_kwargs=processor_kwargs,
             **kwargs,
         )
+
+    # ---- the authors' prompt style --------------------------------------------------------------------------------
+
+    def _apply_authors_template(self, conversations, batched: bool, processor_kwargs: dict, kwargs: dict):
+        """`apply_chat_template` with `prompt_style="authors"`: no Jinja template, no system prompt. Each conversation's
+        task message (from `build_task_messages`) becomes the authors' prompt, which already ends with
+        "###Assistant: " (`add_generation_prompt` is implicit); a final assistant turn becomes the authors' target
+        (`format_authors_target`: "…###" + eos). Tokenised, prompt and target are tokenised separately and
+        concatenated, as the authors do (base_dataset.py:828-834); `assistant_masks` then marks target + eos."""
+        tokenize = kwargs.pop("tokenize", False)
+        return_dict = kwargs.pop("return_dict", False)
+        return_tensors = kwargs.pop("return_tensors", "pt")
+        return_tensors = "pt" if return_tensors == "auto" else return_tensors
+        load_audio_from_video = kwargs.pop("load_audio_from_video", False)
+        assistant_mask = kwargs.pop("return_assistant_tokens_mask", False)
+        kwargs.pop("add_generation_prompt", None)
+        if kwargs.pop("continue_final_message", False):
+            raise ValueError("continue_final_message is not available with prompt_style='authors'.")
+        for name in ("tools", "documents"):
+            if kwargs.pop(name, None):
+                raise ValueError(f"`{name}` is not available with prompt_style='authors'.")
+        call = {**processor_kwargs, **kwargs}
+        use_faces = call.get("use_faces", True)
+        rendered = [
+            self._render_authors(c, index, use_faces=use_faces, load_audio_from_video=load_audio_from_video)
+            for index, c in enumerate(conversations)
+        ]
+        if not tokenize:
+            texts = [prompt + (target or "") for prompt, target in rendered]
+            return texts if batched else texts[0]
+        _, videos, audios, extra = self._multimodal_inputs_from_conversations(
+            conversations, None, load_audio_from_video
+        )
+        call.update(extra)
+        prompts, targets = [p for p, _ in rendered], [t for _, t in rendered]
+        if not any(t is not None for t in targets) and not assistant_mask:
+            out = self(text=prompts, videos=videos, audio=audios, return_tensors=return_tensors, **call)
+            return out if return_dict else out["input_ids"]
+        padding_side = call.pop("padding_side", "left")
+        max_length = call.pop("max_length", None) or self.max_length
+        call.pop("padding", None)
+        out = self(text=prompts, videos=videos, audio=audios, return_tensors=None, padding=False,
+                   max_length=max_length, **call)  # fmt: skip
+        target_ids = self.tokenizer([t or "" for t in targets], add_special_tokens=False)["input_ids"]
+        rows, masks = [], []
+        for index, (ids, extra_ids) in enumerate(zip(out["input_ids"], target_ids)):
+            if len(ids) + len(extra_ids) > max_length:
+                raise ValueError(
+                    f"sample {index}: prompt and target need {len(ids) + len(extra_ids)} tokens, over max_length="
+                    f"{max_length} (build_task_messages(max_length=…) trims the text and dialogue to fit)."
+                )
+            rows.append(list(ids) + list(extra_ids))
+            masks.append([0] * len(ids) + [1] * len(extra_ids))
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        data = {key: value for key, value in out.items() if key not in ("input_ids", "attention_mask")}
+        data["input_ids"], data["attention_mask"], data["assistant_masks"] = [], [], []
+        for row, mask in zip(rows, masks):
+            fill = width - len(row)
+            before, after = (fill, 0) if padding_side == "left" else (0, fill)
+            data["input_ids"].append([pad] * before + row + [pad] * after)
+            data["attention_mask"].append([0] * before + [1] * len(row) + [0] * after)
+            data["assistant_masks"].append([0] * before + mask + [0] * after)
+        if not assistant_mask:
+            del data["assistant_masks"]
+        out = BatchFeature(data=data, tensor_type=return_tensors)
+        return out if return_dict else out["input_ids"]
+
+    def _render_authors(self, conversation, index: int, *, use_faces: bool, load_audio_from_video: bool,
+                        budget: bool = False) -> tuple[str, str | None]:  # fmt: skip
+        """(prompt, target or None) of one conversation in the authors' style. The blocks follow the task message's
+        parts: a video gives frames (+ face crops with `use_faces`), an audio part or — with `load_audio_from_video`
+        and a file that has an audio track — the video's own track gives audio, and video with audio gives the fusion
+        block. `budget=True` (token counting) assumes the largest layout without opening any file."""
+        position = next(
+            (i for i in range(len(conversation) - 1, -1, -1)
+             if conversation[i].get("role") == "user" and "nanoemox_task" in conversation[i]),
+            None,
+        )  # fmt: skip
+        if position is None:
+            raise ValueError(
+                f"conversation {index}: prompt_style='authors' renders task prompts only; build them with "
+                "build_task_messages(task, …) (free chat needs prompt_style='chat')."
+            )
+        request, content = conversation[position]["nanoemox_task"], conversation[position]["content"]
+        history = [m for m in conversation[:position] if m.get("role") in ("user", "assistant")]
+        after = conversation[position + 1 :]
+        if after and (len(after) != 1 or after[0].get("role") != "assistant"):
+            raise ValueError(
+                f"conversation {index}: only one assistant turn (the target) may follow the task message."
+            )
+        parts = [part for part in content if isinstance(part, dict)] if isinstance(content, list) else []
+        video_part = next((part for part in parts if part.get("type") in ("video", "image")), None)
+        has_audio_part = any(part.get("type") == "audio" for part in parts)
+        modalities = set()
+        if video_part is not None:
+            modalities |= {"video", "face"} if (use_faces or budget) else {"video"}
+            if budget or (not has_audio_part and load_audio_from_video and _has_audio_track(video_part)):
+                modalities.add("audio")
+        if has_audio_part:
+            modalities.add("audio")
+        if {"video", "audio"} <= modalities:
+            modalities.add("fusion")
+        # The request was cleaned by build_task_messages; a hand-made one gets the same treatment.
+        clean = lambda value, what: self._clean_text(value, what) if isinstance(value, str) else value  # noqa: E731
+        request = {**request, "text": clean(request.get("text"), "text"), "context": clean(request.get("context"),
+                   "context"), "question": clean(request.get("question"), "question")}  # fmt: skip
+        if request.get("candidates") is not None:
+            request["candidates"] = [clean(c, "candidate label") for c in request["candidates"]]
+        name = authors_task_name(request["task"], dataset=request.get("dataset"), candidates=request.get("candidates"))
+        dialogue = AUTHORS_TASK_SPECS[name].layouts == "avamerg"
+        prompt = render_authors_prompt(
+            name,
+            modalities,
+            text=request.get("text") or None,
+            history=(history or None) if dialogue else None,
+            context=(request.get("context") or "") if dialogue else None,
+            candidates=request.get("candidates"),
+            question=request.get("question"),
+            placeholders={m: self.placeholder(m) for m in MODALITY_ORDER},
+        )
+        target = None
+        if after:
+            answer = after[0]["content"]
+            if isinstance(answer, list):
+                answer = "".join(part.get("text", "") for part in answer if isinstance(part, dict))
+            target = format_authors_target(name, answer, eos=self.tokenizer.eos_token)
+        return prompt, target
+
+    def generation_kwargs(self) -> dict:
+        """Extra `generate` arguments of the prompt style: in the authors' style, stop on "###" (their stopping
+        criterion, conversation/conversation_video.py:116-123); nothing in the chat style."""
+        if self.prompt_style == "authors":
+            return {"stop_strings": [AUTHORS_TARGET_END], "tokenizer": self.tokenizer}
+        return {}
 
     def _clean_conversation(self, conversation, index: int) -> list[dict]:
         """A copy of the conversation with every text stripped of special tokens and the parts checked."""
@@ -762,9 +1069,16 @@ class NanoEmoXProcessor(ProcessorMixin):
         faces=None,
         modalities=None,
         max_length: int | None = None,
+        context=None,
+        dataset: str | None = None,
+        question=None,
     ) -> list[dict]:
         """
         The standard messages of one of the six tasks (`TASK_NAMES`), for `apply_chat_template`.
+
+        The messages are the same in both prompt styles; the task's user message also carries its request as
+        `message["nanoemox_task"]` (task, text, candidates, context, dataset, question), which the "authors" style
+        renders into the authors' prompt (see `apply_chat_template`), and the chat template ignores.
 
         Args:
             task: `msa`, `mer`, `ovmer`, `mir`, `eri` or `erg` (prompts in `prompts_nanoemox.TASKS`).
@@ -777,6 +1091,12 @@ class NanoEmoXProcessor(ProcessorMixin):
             modalities: parts to write without media (`("video",)`, `("video", "audio")`), for prompt-only use.
             max_length: token budget of the whole sample (media tokens counted at most); the oldest dialogue turns
                 go first (never more than `max_history_turns` are kept), then the text is trimmed.
+            context: ERG: AvaMERG's `context` field (the authors' prompts carry it; the chat prompts do not).
+            dataset: the sample's dataset; `"avamerg"` makes `mer` the authors' AvaMERG emotion sub-task (no candidate
+                list, answer "The emotion of the speaker is X.") in the authors' style.
+            question: authors' style only — which of the authors' questions: `None` the fixed evaluation one (the
+                first of the list), an index, a `random.Random` (drawn now, like the authors' `random.choice` per
+                training sample), or a question text.
 
         Returns:
             `list[dict]`: `[*history, {"role": "user", "content": [media parts…, {"type": "text", …}]},
@@ -790,6 +1110,17 @@ class NanoEmoXProcessor(ProcessorMixin):
         candidates = self._check_candidates(spec, candidates, target)
         history = self._check_history(history, task)
         text = self._clean_text(text, "text")
+        context = self._clean_text(context, "context") if context is not None else None
+        authors_name = authors_task_name(task, dataset=dataset, candidates=candidates)
+        authors_spec = AUTHORS_TASK_SPECS[authors_name]
+        if isinstance(question, random.Random):
+            # = `question.choice(questions)` (both draw `_randbelow(len)`), resolved once so that measuring the
+            # prompt for the token budget and rendering it use the same question.
+            question = question.randrange(len(authors_spec.questions))
+        elif isinstance(question, str):
+            question = self._clean_text(question, "question")
+        elif question is not None and (isinstance(question, bool) or not isinstance(question, int)):
+            raise TypeError(f"question must be None, an index, a random.Random or a string, got {question!r}.")
         target = self._clean_text(target, "target") if target is not None else None
         parts = []
         wanted = list(modalities or ())
@@ -817,10 +1148,14 @@ class NanoEmoXProcessor(ProcessorMixin):
             if candidates:
                 lines.append("Candidate labels: " + ", ".join(candidates) + ".")
             lines.append(spec.instruction)
+            request = {"task": task, "text": current_text, "dataset": dataset, "question": question,
+                       "candidates": candidates if authors_spec.uses_candidates else None,
+                       "context": context if authors_spec.layouts == "avamerg" else None}  # fmt: skip
             messages = [
                 *current_history,
-                {"role": "user", "content": [*parts, {"type": "text", "text": "\n".join(lines)}]},
-            ]
+                {"role": "user", "content": [*parts, {"type": "text", "text": "\n".join(lines)}],
+                 "nanoemox_task": request},
+            ]  # fmt: skip
             if target is not None:
                 messages.append({"role": "assistant", "content": [{"type": "text", "text": target}]})
             return messages
@@ -856,8 +1191,14 @@ class NanoEmoXProcessor(ProcessorMixin):
         return budget
 
     def _count_tokens(self, messages: list[dict], media_tokens: int) -> int:
-        rendered = super().apply_chat_template(messages, add_generation_prompt=messages[-1]["role"] != "assistant")
-        placeholders = rendered.count(self.video_token) + rendered.count(self.audio_token)
+        if self.prompt_style == "authors":
+            prompt, target = self._render_authors(
+                messages, 0, use_faces=True, load_audio_from_video=False, budget=True
+            )
+            rendered = prompt + (target or "")
+        else:
+            rendered = super().apply_chat_template(messages, add_generation_prompt=messages[-1]["role"] != "assistant")
+        placeholders = sum(rendered.count(self.placeholder(m)) for m in MODALITY_ORDER)
         return len(self.tokenizer(rendered, add_special_tokens=False)["input_ids"]) - placeholders + media_tokens
 
     def _fit(self, build, text: str, history: list[dict], budget: int, media_tokens: int) -> list[dict]:
@@ -968,7 +1309,11 @@ class NanoEmoXProcessor(ProcessorMixin):
 
     def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         """Decodes generated ids (slice off the prompt first: `out[:, inputs["input_ids"].shape[1]:]`)."""
-        return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+        if self.prompt_style == "authors":
+            # The authors' answers end with "###" (conversation_video.py:279-280 cut there).
+            texts = [text.split(AUTHORS_TARGET_END, 1)[0].strip() for text in texts]
+        return texts
 
     @staticmethod
     def split_chain_of_empathy(answer: str) -> tuple[str, str]:
@@ -1001,6 +1346,17 @@ def strip_special_tokens(text: str, tokens) -> tuple[str, set[str]]:
                 removed.add(token)
                 break
     return "".join(stack), removed
+
+
+def _has_audio_track(part: dict) -> bool:
+    """Whether a video part's media is a file with an audio stream (frames, arrays and folders have none)."""
+    value = next((part[k] for k in ("video", "url", "path") if part.get(k) is not None), None)
+    if not isinstance(value, (str, os.PathLike)) or os.path.isdir(value):
+        return False
+    from .media_nanoemox import open_container
+
+    with open_container(value) as container:
+        return bool(container.streams.audio)
 
 
 # ---- input layouts ---------------------------------------------------------------------------------------------------

@@ -584,3 +584,243 @@ def test_importing_the_processor_loads_no_media_library():
             "print('av' in sys.modules, 'cv2' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# ---- prompt_style="authors" (issue 12) -------------------------------------------------------------------------
+# Expected strings written by hand from the authors' code (github.com/waHAHJIAHAO/Nano-EmoX @ b08f985); the layout
+# and question fixtures are checked line by line in tests/test_prompts_authors.py.
+
+FULL_HEAD = (
+    "<|im_start|>###Human: The audio and video merged info is: <Multi><|emox_fusion|></Multi>. "
+    "The audio content is as follows: <Audio><|emox_audio|></Audio>. "
+    "Meanwhile, We uniformly extract facial informations from video: <Video><|emox_face|></Video>. "
+    "Meanwhile, we uniformly sample raw frames from the video: <Video><|emox_video|></Video>. "
+)  # base_dataset.py:771-778 (`multiface_audio_face_frame_text`, every phase-3 dataset: configs/phase3.yaml:70-94)
+ANSWER = "Now, please answer my question based on all the provided information. "
+WAVE = (np.sin(np.arange(32000) / 7).astype(np.float32), 16000)
+AUTHORS_EXPECTED = {
+    # base_dataset.py:278 (first OV question)
+    "ovmer": FULL_HEAD
+    + 'The subtitle of this video is: <Subtitle>Oh "no".</Subtitle>. '
+    + ANSWER
+    + "[Recogn_OV] Please recognize all possible emotional states of the character. ###Assistant: ",
+    # base_dataset.py:261 (first ERI question, no space after the tag)
+    "eri": FULL_HEAD
+    + 'The subtitle of this video is: <Subtitle>Oh "no".</Subtitle>. '
+    + ANSWER
+    + "[Inference]Evaluate all available clues—visual, auditory, and physiological. What is the final conclusion "
+    "about the subject's emotion, and which pieces of evidence were most critical to this determination? "
+    "###Assistant: ",
+    # base_dataset.py:342 (no tag)
+    "msa": FULL_HEAD
+    + 'The subtitle of this video is: <Subtitle>Oh "no".</Subtitle>. '
+    + ANSWER
+    + "Please select the most likely sentiment label that can best describe the person's emotional state: "
+    "positive, negative, neutral. ###Assistant: ",
+    # base_dataset.py:306 with our default MER candidates (joined ", ")
+    "mer": FULL_HEAD
+    + 'The subtitle of this video is: <Subtitle>Oh "no".</Subtitle>. '
+    + ANSWER
+    + "[Recognition] Please select the label that can best describe the person's emotional state from the provided "
+    "candidate labels: happy, sad, neutral, angry, worried, surprise. ###Assistant: ",
+    # base_dataset.py:497 + mintrec2_dataset.py:25 (their candidate string, missing spaces included)
+    "mir": FULL_HEAD
+    + 'The subtitle of this video is: <Subtitle>Oh "no".</Subtitle>. '
+    + ANSWER
+    + "[Intent]recognize speaker's intention from the provided candidate labels: acknowledge, advise, agree, "
+    "apologise, arrange,ask for help, asking for opinions, care, comfort, complain,confirm, criticize, doubt, "
+    "emphasize, explain,flaunt, greet, inform, introduce, invite,joke, leave, oppose, plan, praise,prevent, refuse, "
+    "taunt, thank, warn. ###Assistant: ",
+}
+
+
+@pytest.fixture(scope="module")
+def authors_processor(tiny_processor, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("authors-processor")
+    tiny_processor.save_pretrained(folder)
+    return AutoProcessor.from_pretrained(folder, prompt_style="authors", trust_remote_code=True)
+
+
+def test_prompt_style_is_saved_and_selected_by_from_pretrained(tiny_processor, authors_processor, tmp_path):
+    import json
+
+    assert tiny_processor.prompt_style == "chat"  # the default stays the chat template
+    assert tiny_processor.setting("frame_resize") == "center_crop"
+    assert tiny_processor.setting("audio_normalization") == "per_clip"
+    assert authors_processor.prompt_style == "authors"
+    assert authors_processor.setting("frame_resize") == "squash"
+    assert authors_processor.setting("audio_normalization") == "joint"
+    authors_processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["prompt_style"] == "authors" and saved["frame_resize"] is None
+    assert AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True).prompt_style == "authors"
+    chat = AutoProcessor.from_pretrained(tmp_path, prompt_style="chat", trust_remote_code=True)
+    assert chat.prompt_style == "chat" and chat.setting("frame_resize") == "center_crop"
+    with pytest.raises(ValueError, match="prompt_style must be one of"):
+        AutoProcessor.from_pretrained(tmp_path, prompt_style="legacy", trust_remote_code=True)
+
+
+@pytest.mark.parametrize("task", sorted(AUTHORS_EXPECTED))
+def test_authors_style_renders_each_task_exactly(authors_processor, task):
+    messages = authors_processor.build_task_messages(task, text='Oh "no".', video=frames(), audio=WAVE)
+    rendered = authors_processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert rendered == AUTHORS_EXPECTED[task]
+    assert authors_processor.apply_chat_template([messages, messages]) == [rendered, rendered]
+
+
+def test_authors_style_erg_context_history_and_the_emotion_subtask(authors_processor):
+    """AvaMERG: avamerg_dataset.py:198-205 (history block, "is:" without a space, "dialogue context:\\n. "), history
+    as "role: utterance" lines (:85-91), the trained ERG question with `context` and the current input
+    (base_dataset.py:415-422), the emotion sub-task without candidates (:443-446)."""
+    from nanoemox_processing.prompts_authors_nanoemox import AUTHORS_TASK_SPECS
+
+    history = [{"role": "user", "content": "I lost my job."}, {"role": "assistant", "content": "Oh no, when?"}]
+    head = FULL_HEAD + (
+        "The dialogue history is:<Dialogue History>speaker: I lost my job.\nlistener: Oh no, when?</Dialogue History>. "
+        "Now here is the dialogue context:\n. "
+    )
+    erg = authors_processor.build_task_messages("erg", text="Yesterday.", history=history, context="job loss",
+                                                video=frames(), audio=WAVE)  # fmt: skip
+    question = AUTHORS_TASK_SPECS["erg"].questions[0].format(context="job loss", current_input="Yesterday.")
+    assert question.startswith("Context: job loss\ncurrent user input:Yesterday.\n[Interaction]You are an empathetic")
+    assert authors_processor.apply_chat_template(erg) == head + question + " ###Assistant: "
+    emotion = authors_processor.build_task_messages("mer", text="Yesterday.", history=None, context="job loss",
+                                                    dataset="AvaMERG", video=frames(), audio=WAVE)  # fmt: skip
+    assert authors_processor.apply_chat_template(emotion) == FULL_HEAD + (
+        "The dialogue history is:<Dialogue History></Dialogue History>. Now here is the dialogue context:\n. "
+        "Context: job loss\ncurrent speaker input:Yesterday.\nBase on all input information,please analyze User’s "
+        "emotion mostly like emotions conveyed by the user(speaker) ###Assistant: "
+    )
+    target = authors_processor.build_task_messages("mer", text="x", dataset="avamerg", video=frames(), audio=WAVE,
+                                                   target="anxious")  # fmt: skip
+    assert authors_processor.apply_chat_template(target).endswith(
+        "###Assistant: The emotion of the speaker is anxious.###<|im_end|>"
+    )
+
+
+def test_authors_style_modality_sets_choose_the_authors_layouts(authors_processor):
+    """Video without audio: `face_frame(_text)` (frames before the face, base_dataset.py:723-733); without faces:
+    `frame_text` (:745-749, lower-case "we", no "###Human: ")."""
+    video_only = authors_processor.build_task_messages("ovmer", text="hi", video=frames())
+    assert authors_processor.apply_chat_template(video_only) == (
+        "<|im_start|>We uniformly sample raw frames from the video: <Video><|emox_video|></Video>. We uniformly "
+        "extract facial informations from video: <Video><|emox_face|></Video>. The subtitle of this video is: "
+        "<Subtitle>hi</Subtitle>. " + ANSWER + "[Recogn_OV] Please recognize all possible emotional states of the "
+        "character. ###Assistant: "
+    )
+    assert authors_processor.apply_chat_template(video_only, use_faces=False).startswith(
+        "<|im_start|>we uniformly sample raw frames from the video: <Video><|emox_video|></Video>. The subtitle"
+    )
+    audio_only = authors_processor.build_task_messages("ovmer", audio=WAVE)  # `audioonly`, :707-709
+    assert authors_processor.apply_chat_template(audio_only) == (
+        "<|im_start|>###Human: The audio content is as follows: <Audio><|emox_audio|></Audio>. "
+        + ANSWER
+        + "[Recogn_OV] Please recognize all possible emotional states of the character. ###Assistant: "
+    )
+
+
+def test_authors_style_tokenize_true_is_render_then_processor(authors_processor, face_clip):
+    path, _ = face_clip
+    messages = authors_processor.build_task_messages("ovmer", text="hi", video=str(path))
+    rendered = authors_processor.apply_chat_template(messages, load_audio_from_video=True)
+    assert rendered.startswith(FULL_HEAD)  # the file's own track gives the audio (and fusion) blocks
+    inputs = authors_processor.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                   load_audio_from_video=True)  # fmt: skip
+    direct = authors_processor(text=rendered, videos=str(path), load_audio_from_video=True)
+    assert set(inputs) == set(direct)
+    for key in inputs:
+        torch.testing.assert_close(inputs[key], direct[key])
+    assert counts(authors_processor, inputs["input_ids"]) == {"video": 8, "audio": 8, "face": 2, "fusion": 1}
+    assert inputs["audio_values"].shape == (1, 8, 32000)
+    expanded = authors_processor.tokenizer.decode(inputs["input_ids"][0])
+    assert "<Video>" + "<|emox_face|>" * 2 + "</Video>" in expanded  # each block expands on its own
+    assert "<Multi><|emox_fusion|></Multi>" in expanded
+    with pytest.raises(ValueError, match="load_audio_from_video=True"):
+        authors_processor(text=rendered, videos=str(path))
+
+
+def test_authors_style_training_target_is_tokenised_separately(authors_processor):
+    """Targets end with "###" + eos (base_dataset.py:830, 893-896); prompt and target are tokenised separately and
+    concatenated (:828-834); the mask covers target + eos; MIR targets are capitalised (:501-504)."""
+    tokenizer = authors_processor.tokenizer
+    rows = [
+        authors_processor.build_task_messages("ovmer", text="hi", video=frames(), audio=WAVE, target="happy, sad"),
+        authors_processor.build_task_messages("mir", text="help me", video=frames(1), audio=WAVE,
+                                              target="ask for help"),
+    ]  # fmt: skip
+    batch = authors_processor.apply_chat_template(rows, tokenize=True, return_dict=True, padding_side="right",
+                                                  return_assistant_tokens_mask=True)  # fmt: skip
+    answers = [tokenizer.decode(ids[mask.bool()]) for ids, mask in zip(batch["input_ids"], batch["assistant_masks"])]
+    assert answers == ["The character's emotional state is happy, sad.###<|im_end|>", "Ask for help###<|im_end|>"]
+    prompt = authors_processor.apply_chat_template(rows[0])
+    assert prompt.endswith("###Assistant: The character's emotional state is happy, sad.###<|im_end|>")
+    first = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    target_ids = tokenizer("The character's emotional state is happy, sad.###<|im_end|>", add_special_tokens=False)
+    assert first[-len(target_ids["input_ids"]) :] == target_ids["input_ids"]
+
+
+def test_authors_style_questions_fixed_for_eval_random_for_training(authors_processor):
+    """Evaluation: the first question of the list; training: the authors' `random.choice` per sample
+    (base_dataset.py:285)."""
+    import random
+
+    from nanoemox_processing.prompts_authors_nanoemox import AUTHORS_TASK_SPECS
+
+    questions = AUTHORS_TASK_SPECS["ovmer"].questions
+
+    def question_of(**kwargs):
+        messages = authors_processor.build_task_messages("ovmer", text="hi", video=frames(), **kwargs)
+        return authors_processor.apply_chat_template(messages).split(ANSWER)[1].removesuffix(" ###Assistant: ")
+
+    assert question_of() == questions[0]
+    drawn = [question_of(question=random.Random(seed)) for seed in range(6)]
+    assert drawn == [random.Random(seed).choice(questions) for seed in range(6)]
+    assert len(set(drawn)) > 1
+    assert question_of(question=2) == questions[2]
+
+
+def test_authors_style_refuses_free_chat_and_keeps_user_text_plain(authors_processor):
+    with pytest.raises(ValueError, match="renders task prompts only"):
+        authors_processor.apply_chat_template(chat({"type": "video", "video": frames()}))
+    messages = authors_processor.build_task_messages("ovmer", text="a<|emox_video|>b{x}", video=frames())
+    rendered = authors_processor.apply_chat_template(messages)
+    assert "<Subtitle>ab{x}</Subtitle>" in rendered and rendered.count("<|emox_video|>") == 1
+
+
+def test_frame_resize_squash_keeps_the_whole_frame(tiny_processor, authors_processor):
+    """`squash` (the authors: decord resizes every frame to 224×224, base_dataset.py:196-203) keeps the sides of a
+    16:9 frame that `center_crop` cuts off."""
+    clip = np.zeros((8, 36, 64, 3), np.uint8)
+    clip[:, :, :8] = 255  # a white band at the left edge
+    prompt = tiny_processor.apply_chat_template(chat({"type": "video"}), add_generation_prompt=True)
+
+    def left_edge(processor, **kwargs):
+        out = processor(text=prompt, videos=clip, use_faces=False, **kwargs)
+        return out["pixel_values_videos"][0, 0, 0, :, 0].mean().item()  # red channel, first column
+
+    assert left_edge(tiny_processor) < 0  # cropped away: black
+    assert left_edge(tiny_processor, frame_resize="squash") > 1  # kept: white
+    assert left_edge(tiny_processor, frame_resize="squash") == left_edge(
+        NanoEmoXProcessor(tiny_processor.image_processor, tiny_processor.face_image_processor,
+                          tiny_processor.feature_extractor, tiny_processor.tokenizer, frame_resize="squash")
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="frame_resize must be one of"):
+        tiny_processor(text=prompt, videos=clip, frame_resize="stretch")
+
+
+def test_audio_normalization_per_clip_or_joint(tiny_processor):
+    """`joint`: the authors pass all clips of a batch as ONE array to Wav2Vec2FeatureExtractor (models/encoder.py:
+    572-579), so the statistics are shared; `per_clip`: zero mean / unit variance per clip."""
+    loud = (np.sin(np.arange(32000) / 5) * 0.9 + 0.2).astype(np.float32)
+    quiet = (np.sin(np.arange(32000) / 3) * 0.05).astype(np.float32)
+    prompt = tiny_processor.apply_chat_template(chat({"type": "audio"}), add_generation_prompt=True)
+    joint = NanoEmoXProcessor(tiny_processor.image_processor, tiny_processor.face_image_processor,
+                              tiny_processor.feature_extractor, tiny_processor.tokenizer,
+                              audio_normalization="joint")  # fmt: skip
+    per_clip = tiny_processor(text=[prompt] * 2, audio=[(loud, 16000), (quiet, 16000)])["audio_values"].numpy()
+    together = joint(text=[prompt] * 2, audio=[(loud, 16000), (quiet, 16000)])["audio_values"].numpy()
+    assert np.allclose(per_clip.mean(-1), 0, atol=1e-3) and np.allclose(per_clip.std(-1), 1, atol=1e-2)
+    assert abs(together.mean()) < 1e-3 and abs(together.std() - 1) < 1e-2
+    assert together[0].std() > 3 * together[1].std()  # one set of statistics for both tracks
+    raw = np.stack([tiny_processor._load_audio((w, 16000), None) for w in (loud, quiet)])
+    np.testing.assert_allclose(together, (raw - raw.mean()) / np.sqrt(raw.var() + 1e-7), atol=1e-4)
