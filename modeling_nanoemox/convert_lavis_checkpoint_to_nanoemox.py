@@ -54,6 +54,10 @@ leaves them untouched and writes a PEFT adapter (target modules `model.language_
 `--adapter_dir` (default `<output_dir>/lora_adapter`). `r` is read from the tensors; `alpha` from the checkpoint's
 `config` (`model.lora_alpha`), else `--lora_alpha` (default 32, the authors' value).
 
+Prompt style: the converted folder's `processor_config.json` gets `"prompt_style": "authors"` (`--prompt_style`), so
+`AutoProcessor.from_pretrained(output_dir)` renders the authors' `###Human: … ###Assistant: ` prompts, squashes frames
+and normalises audio jointly — the inputs the checkpoint was trained on (see the processor's `prompt_style`).
+
 Usage:
 
     python -m modeling_nanoemox.convert_lavis_checkpoint_to_nanoemox --checkpoint checkpoint_000059_loss_0.286.pth \\
@@ -61,6 +65,7 @@ Usage:
 """
 
 import argparse
+import json
 import pickle
 import re
 import shutil
@@ -529,6 +534,19 @@ def _copy_companion_files(base_dir: Path, output_dir: Path) -> None:
             logger.info("Copied %s from the base folder.", path.name)
 
 
+def set_prompt_style(output_dir: str | Path, prompt_style: str = "authors") -> bool:
+    """Writes `prompt_style` into the folder's `processor_config.json`; False (and a warning) when it has none."""
+    path = Path(output_dir) / "processor_config.json"
+    if not path.is_file():
+        logger.warning("%s has no processor_config.json; load the processor with prompt_style=%r.", output_dir,
+                       prompt_style)  # fmt: skip
+        return False
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["prompt_style"] = prompt_style
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status (0 on success, 1 on any conversion error)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -545,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lora_alpha", type=float, default=None, help="LoRA alpha when the checkpoint's config lacks it (32)."
     )
     parser.add_argument("--adapter_dir", default=None, help="Where --lora adapter writes (<output_dir>/lora_adapter).")
+    parser.add_argument(
+        "--prompt_style",
+        choices=("authors", "chat"),
+        default="authors",
+        help="Prompt style written into the processor_config.json (default: authors, what the checkpoint saw).",
+    )
     args = parser.parse_args(argv)
 
     base_dir, output_dir = Path(args.base_model), Path(args.output_dir)
@@ -571,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("Merged LoRA into %d modules (alpha %s).", len(lora_modules(lora)), lora_alpha)
     model.save_pretrained(output_dir)
     _copy_companion_files(base_dir, output_dir)
+    if set_prompt_style(output_dir, args.prompt_style):
+        logger.info("prompt_style %r written into %s/processor_config.json.", args.prompt_style, output_dir)
     if lora and args.lora == "adapter":
         adapter_dir = Path(args.adapter_dir) if args.adapter_dir else output_dir / "lora_adapter"
         dropout = DEFAULT_LORA_DROPOUT

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -586,3 +587,50 @@ def test_lavis_lora_shapes_are_checked(lavis_setup):
     state[key] = state[key][:, :2]  # rank 2 against A's rank 4
     with pytest.raises(ValueError, match=r"model\.language_model\.layers\.1\.self_attn\.k_proj: LoRA A \(4, 64\)"):
         lavis.convert_lavis_state_dict(state, "3", config)
+
+
+def test_lavis_phase3_end_to_end_loads_strictly_renders_authors_prompts_and_generates(tmp_path, tiny):
+    """Issue 12 item 6: a synthetic authors'-format phase-3 checkpoint (their key names, PEFT LoRA names
+    `llama_model.base_model.model.model.layers.{i}.….lora_{A,B}.default.weight`, dead modules, buffers, optimizer,
+    scaler and config as `runners/runner_base.py::_save_checkpoint` writes them) → converter → a folder that loads
+    strictly, selects the authors' prompt style by itself, renders their prompt and generates."""
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    model, processor = tiny
+    base_dir = tmp_path / "base"
+    model.save_pretrained(base_dir)
+    processor.save_pretrained(base_dir)
+    generator = torch.Generator().manual_seed(3)
+    trained = {k: v + 0.1 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+               for k, v in model.state_dict().items()}  # fmt: skip
+    state = lavis_state_dict("3", trained, model.config)
+    for key in [k for k in state if "lora_B" in k]:
+        state[key] = state[key] * 0.01  # a trained LoRA is a small update
+    assert any(k.startswith("llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A") for k in state)
+    save_lavis_checkpoint(tmp_path / "checkpoint.pth", state, "3")
+    assert _run(tmp_path, base_dir, "3") == 0
+    out_dir = tmp_path / "out"
+
+    config = json.loads((out_dir / "processor_config.json").read_text())
+    assert config["prompt_style"] == "authors"
+    converted, info = NanoEmoXForConditionalGeneration.from_pretrained(out_dir, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert torch.equal(
+        converted.state_dict()["model.fusion_projector.weight"], trained["model.fusion_projector.weight"]
+    )
+    remote = AutoModelForCausalLM.from_pretrained(out_dir, trust_remote_code=True).eval()
+    loaded = AutoProcessor.from_pretrained(out_dir, trust_remote_code=True)
+    assert loaded.prompt_style == "authors" and loaded.setting("frame_resize") == "squash"
+    frames = (np.random.default_rng(0).random((8, 40, 72, 3)) * 255).astype(np.uint8)
+    wave = (np.sin(np.arange(32000) / 7).astype(np.float32), 16000)
+    messages = loaded.build_task_messages("ovmer", text="What a day.", video=frames, audio=wave)
+    prompt = loaded.apply_chat_template(messages)
+    assert prompt.startswith("<|im_start|>###Human: The audio and video merged info is: <Multi><|emox_fusion|>")
+    assert prompt.endswith(
+        "[Recogn_OV] Please recognize all possible emotional states of the character. ###Assistant: "
+    )
+    inputs = loaded.apply_chat_template(messages, tokenize=True, return_dict=True)
+    with torch.no_grad():
+        output = remote.generate(**inputs, max_new_tokens=4, do_sample=False, **loaded.generation_kwargs())
+    assert output.shape[1] > inputs["input_ids"].shape[1]
+    assert isinstance(loaded.batch_decode(output[:, inputs["input_ids"].shape[1] :])[0], str)
