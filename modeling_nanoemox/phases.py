@@ -30,21 +30,35 @@ LORA_TARGET_REGEX = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_
 LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
 
 
+# The authors train on one GPU with 3 clips per step and no accumulation (DESIGN §4: "batch 3/GPU"; their configs'
+# batch_size_train 3), so their global batch is 3 and a phase sees 3 × its steps samples.
+AUTHORS_GLOBAL_BATCH = 3
+
+
 @dataclass(frozen=True)
 class Phase:
+    """One phase. `trainable_prefixes` is the only place the recipe's trainable parameters are defined (the YAML
+    configs do not repeat them; `--trainable` overrides them for one run). `authors_steps`: the authors' length of
+    the phase (DESIGN §4), at `AUTHORS_GLOBAL_BATCH`."""
+
     name: str
     title: str
     trainable_prefixes: tuple[str, ...]
     lora: bool = False
+    authors_steps: int = 0
+
+    @property
+    def authors_samples(self) -> int:
+        return AUTHORS_GLOBAL_BATCH * self.authors_steps
 
 
 PHASES: dict[str, Phase] = {
     phase.name: phase
     for phase in (
-        Phase("1.1", "audio alignment", AUDIO_HEAD),
-        Phase("1.2", "visual alignment", VISUAL_HEAD),
-        Phase("2", "fusion pre-training", HEADS),
-        Phase("3", "multitask instruction tuning", HEADS, lora=True),
+        Phase("1.1", "audio alignment", AUDIO_HEAD, authors_steps=3 * 5000),
+        Phase("1.2", "visual alignment", VISUAL_HEAD, authors_steps=5 * 5000),
+        Phase("2", "fusion pre-training", HEADS, authors_steps=1 * 5000),
+        Phase("3", "multitask instruction tuning", HEADS, lora=True, authors_steps=60 * 5000),
     )
 }
 

@@ -36,7 +36,8 @@ def load_strict(path, **kwargs) -> NanoEmoXForConditionalGeneration:
 
 def copy_head_weights(target, source, prefixes: tuple[str, ...]) -> int:
     """Copies every parameter whose name starts with one of `prefixes` from `source` into `target` (same
-    architecture); returns how many tensors were copied."""
+    architecture, both whole on this process); returns how many tensors were copied. For a phase start under a
+    sharding engine use [`write_phase_start`], which works on the saved files."""
     source_state = {name: p for name, p in source.named_parameters() if name.startswith(prefixes)}
     if not source_state:
         raise ValueError(f"The source model has no parameters under {prefixes}.")
@@ -51,21 +52,115 @@ def copy_head_weights(target, source, prefixes: tuple[str, ...]) -> int:
     return len(source_state)
 
 
-def save_phase(model, processor, phase_dir: Path) -> Path:
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    index = next(iter(folder.glob("*.safetensors.index.json")), None)
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index else ["model.safetensors"]
+    state = {}
+    for name in files:
+        state.update(load_file(folder / name))
+    return state
+
+
+def write_phase_start(base, heads, prefixes: tuple[str, ...], target) -> int:
     """
-    Writes `phase_dir/final` (complete model + processor). A PEFT model is also saved as `phase_dir/adapter` (LoRA +
-    the heads) and merged into the weights of `final`. The folder is written as `final.partial` and renamed when
-    complete, so a kill during the save never leaves a `final/` that looks done.
+    Writes `target`: the folder `base` (model + processor) with the tensors under `prefixes` taken from the folder
+    `heads` (phase 2's start: phase 1.2 with phase 1.1's audio head). Works on the safetensors files, never on a live
+    model, so it is right under any engine (a ZeRO-3 or FSDP rank does not hold whole parameters); the recipe calls it
+    on the main process and every rank then loads `target`. Atomic (see `save_folder_atomically`). Returns how many
+    tensors came from `heads`.
     """
-    final = Path(phase_dir) / "final"
-    if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(Path(phase_dir) / "adapter")
-        processor.save_pretrained(Path(phase_dir) / "adapter")
-        model = model.merge_and_unload()
+    from huggingface_hub import save_torch_state_dict
+
+    base, heads = Path(base), Path(heads)
+    state, donor = _read_weights(base), _read_weights(heads)
+    copied = 0
+    for name, tensor in donor.items():
+        if not name.startswith(prefixes):
+            continue
+        if name not in state or state[name].shape != tensor.shape:
+            found = None if name not in state else tuple(state[name].shape)
+            raise ValueError(f"{name}: {heads} has {tuple(tensor.shape)}, {base} has {found}.")
+        state[name] = tensor
+        copied += 1
+    if not copied:
+        raise ValueError(f"{heads} has no weights under {prefixes}.")
+
+    def write(folder: Path):
+        folder.mkdir(parents=True)
+        for path in base.iterdir():
+            if path.is_file() and not path.name.endswith((".safetensors", ".safetensors.index.json")):
+                shutil.copy2(path, folder / path.name)
+        save_torch_state_dict(state, folder, max_shard_size="5GB", metadata={"format": "pt"})
+
+    save_folder_atomically(Path(target), write)
+    return copied
+
+
+def save_phase(trainer, processor, phase_dir: Path, base=None) -> Path:
+    """
+    Writes `phase_dir/final` (a complete model + processor folder) through the Trainer: `trainer.save_model` gathers
+    the weights on every rank (FSDP: a full state dict, switched to for this save if the run checkpoints sharded;
+    ZeRO-3: the 16-bit gather) and the main process writes them. Collective: every rank calls it, and every rank
+    returns only when the folder is complete, so the next phase can load it anywhere.
+
+    A PEFT model is saved as `phase_dir/adapter` (LoRA + the `modules_to_save` heads, the Trainer's PEFT save), and
+    `final` is the folder `base` (the phase's start) with that adapter merged, built on the main process from the
+    files — never from sharded parameters. Folders are written as `<name>.partial` and renamed when complete.
+    """
+    from . import distributed
+
+    phase_dir = Path(phase_dir)
+    final = phase_dir / "final"
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    is_peft = hasattr(model, "merge_and_unload")
+    written = phase_dir / "adapter" if is_peft else final
+    partial = written.with_name(written.name + ".partial")
+    distributed.on_main_process(lambda: shutil.rmtree(partial, ignore_errors=True), f"Clearing {partial}")
+    fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None) if trainer.is_fsdp_enabled else None
+    previous_type = fsdp_plugin.state_dict_type if fsdp_plugin is not None else None
+    if fsdp_plugin is not None and "FULL_STATE_DICT" not in str(previous_type):
+        fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")  # a loadable folder, not distributed-checkpoint shards
+    try:
+        trainer.save_model(str(partial))  # collective gather; the main process writes
+    finally:
+        if fsdp_plugin is not None and "FULL_STATE_DICT" not in str(previous_type):
+            fsdp_plugin.set_state_dict_type(previous_type)
+    distributed.barrier()
+
+    def finish():
+        (partial / "training_args.bin").unlink(missing_ok=True)  # the run's record is in its checkpoints
+        if is_peft:
+            if not weights_intact(partial):
+                raise RuntimeError(f"{partial}: the Trainer saved no adapter weights.")
+            _swap_in(partial, written)
+            if base is None:
+                raise ValueError("save_phase: a PEFT phase needs `base`, the folder it started from, to merge into.")
+            merge_adapter(base, written, final, processor)
+        else:
+            if not saved_model_complete(partial):
+                raise RuntimeError(f"{partial}: the Trainer's save is incomplete.")
+            _swap_in(partial, final)
+
+    distributed.on_main_process(finish, f"Saving {final}")
+    return final
+
+
+def merge_adapter(base, adapter, target, processor=None) -> Path:
+    """`target` = the model folder `base` with the PEFT adapter folder `adapter` merged into its weights (LoRA deltas
+    added, `modules_to_save` copied in), saved with `processor` (default: `base`'s)."""
+    from peft import PeftModel
+    from transformers import AutoProcessor
+
+    model = PeftModel.from_pretrained(load_strict(base), str(adapter)).merge_and_unload()
+    processor = processor if processor is not None else AutoProcessor.from_pretrained(base)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    save_folder_atomically(final, lambda folder: (model.save_pretrained(folder), processor.save_pretrained(folder)))
-    return final
+    return save_folder_atomically(
+        Path(target), lambda folder: (model.save_pretrained(folder), processor.save_pretrained(folder))
+    )
 
 
 def save_folder_atomically(target: Path, write) -> Path:
@@ -75,6 +170,10 @@ def save_folder_atomically(target: Path, write) -> Path:
     if partial.exists():
         shutil.rmtree(partial)
     write(partial)
+    return _swap_in(partial, target)
+
+
+def _swap_in(partial: Path, target: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
