@@ -138,3 +138,52 @@ def test_reports_for_closed_set_tasks(tmp_path):
     assert matrix["matrix"][2] == [0, 1, 1, 0]  # gold "thank": one right, one predicted "leave"
     with pytest.raises(ValueError, match="task 'msa'"):
         write_reports(tmp_path, "msa", result)
+
+
+def test_msa_paper_protocol_scores_the_sentiment_of_extracted_labels(wheel_dir):
+    """MER-UniBench's MSA: OV answer → labels → sentiment → positive vs. the rest (evaluation-scoreonly.py:182-194)."""
+    predictions = [{"id": "a", "prediction": "The character's emotional state is joyful, happy."},
+                   {"id": "b", "prediction": "The character's emotional state is sad, angry."},
+                   {"id": "c", "prediction": "The character's emotional state is sad."}]  # fmt: skip
+    references = [{"id": "a", "reference": 1.2}, {"id": "b", "reference": -0.8}, {"id": "c", "reference": 0.0}]
+    result = score("msa", predictions, references, emotion_wheel=wheel_dir, protocol="paper")
+    assert result["metrics"] == {"weighted_f1": 1.0, "accuracy": 1.0}
+    assert result["meta"]["protocol"] == "paper" and result["meta"]["n_dropped_zero_valence"] == 1
+    direct = score("msa", predictions, references)
+    assert direct["meta"]["protocol"] == "direct" and direct["meta"]["n_pred_without_sentiment"] == 2
+
+
+def test_msa_paper_protocol_with_an_llm_uses_the_authors_sentiment_prompt(wheel_dir):
+    from modeling_nanoemox.evaluation.backends import ChatBackend
+
+    class Fake(ChatBackend):
+        identity = "fake"
+        prompts = []
+
+        def chat_batch(self, conversations, *, max_new_tokens=64):
+            self.prompts += [c[0]["content"] for c in conversations]
+            return ["happy" if "Description:" in c[0]["content"] else "positive" for c in conversations]
+
+        def chat(self, messages, *, max_new_tokens=64):
+            return self.chat_batch([messages], max_new_tokens=max_new_tokens)[0]
+
+    fake = Fake()
+    result = score("msa", [{"id": "a", "prediction": "She is full of joy."}], [{"id": "a", "reference": 1.0}],
+                   emotion_wheel=wheel_dir, extractor=fake, protocol="paper")  # fmt: skip
+    assert result["meta"]["sentiment"] == "llm:fake|prompt=authors-openset-to-sentiment"
+    assert any("choose the most likely sentiment from the given candidates" in p for p in fake.prompts)
+    assert result["metrics"]["accuracy"] == 1.0
+
+
+def test_mer_paper_protocol_needs_the_wheel_and_erg_reads_the_authors_emotion_sentence():
+    with pytest.raises(ValueError, match="emotion-wheel hit rate"):
+        score("mer", [{"id": "a", "prediction": "x"}], [{"id": "a", "reference": "happy"}], protocol="paper")
+    # The authors' emotion sub-task answer and their chain of empathy (base_dataset.py:425-430, :446).
+    chain = ("<think>Firstly, the event scenario of this conversation is: a loss\nSecondly, the emotion of the speaker "
+             "is Sadness\nThirdly, the emotion cause is x\nFourthly, the goal to response is y</think>\n So sorry.")  # fmt: skip
+    result = score("erg", [{"id": "a", "prediction": chain}, {"id": "b", "prediction": "The emotion of the speaker is anxious."}],
+                   [{"id": "a", "reference": "sadness"}, {"id": "b", "reference": "anxious"}])  # fmt: skip
+    assert result["metrics"]["emotion_accuracy"] == 1.0
+    mer = score("mer", [{"id": "a", "prediction": "The emotion of the speaker is anxious."}],
+                [{"id": "a", "reference": "anxious"}], labels=["anxious", "sadness"])  # fmt: skip
+    assert mer["metrics"]["accuracy"] == 1.0

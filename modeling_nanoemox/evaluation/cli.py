@@ -1,7 +1,7 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
 """`nanoemox eval`: generate with a model and score, or score existing predictions; prints one JSON object.
 
-    nanoemox eval run --model DIR --data MANIFEST --task T --out RUN_DIR [--batch-size N]
+    nanoemox eval run --model DIR --data MANIFEST --task T --out RUN_DIR [--batch-size N] [--protocol paper|direct]
     nanoemox eval score --task ovmer --predictions P.jsonl --references R.jsonl --emotion-wheel DIR [--out DIR]
 
 stdout carries exactly one JSON object (metric name → value, then the metadata); logs and the progress bar go to
@@ -34,6 +34,13 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", required=True, help='JSONL rows {"id": ..., "prediction": ...}')
     parser.add_argument("--references", required=True, help='JSONL rows {"id": ..., "reference": ...}')
     parser.add_argument("--out", help="also write scores.json, scores.md and plots into this folder")
+    parser.add_argument(
+        "--protocol",
+        choices=("paper", "direct"),
+        default="direct",
+        help="msa / mer: 'direct' (answers to the task's own prompt, default here) or 'paper' (answers to the "
+        "OV-MER question, scored as MER-UniBench)",
+    )
     _add_metric_arguments(parser)
 
 
@@ -47,6 +54,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media-root", help="folder relative media paths start from (default: the manifest's)")
     parser.add_argument(
         "--on-missing", choices=("error", "skip"), default="error", help="samples whose media files are missing"
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("error", "skip"),
+        help="samples whose media cannot be decoded or leave the media root (default: as --on-missing)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("paper", "direct"),
+        help="'paper' (default for msa and mer): ask the OV-MER question, extract the labels (--extractor) and score "
+        "as MER-UniBench; 'direct': the task's own prompt (default for the other tasks)",
     )
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
@@ -121,7 +139,10 @@ def _labels(value: str | None):
 
 def _scoring_kwargs(args: argparse.Namespace) -> dict:
     extractor = None
-    if args.extractor != "lexicon" and args.task in ("mer", "ovmer"):
+    protocol = getattr(args, "protocol", None)
+    if protocol is None and args.task in ("msa", "mer"):
+        protocol = "paper"  # eval run's default for msa and mer
+    if args.extractor != "lexicon" and (args.task in ("mer", "ovmer") or (args.task == "msa" and protocol == "paper")):
         extractor = build_backend(
             args.extractor, model=args.extractor_model, base_url=args.extractor_base_url, api_key_env=args.api_key_env
         )
@@ -148,7 +169,10 @@ def run_score(args: argparse.Namespace) -> int:
     try:
         predictions = read_jsonl(args.predictions)
         references = read_jsonl(args.references)
-        result = score(args.task, predictions, references, **_scoring_kwargs(args))
+        kwargs = _scoring_kwargs(args)
+        if args.task in ("msa", "mer"):
+            kwargs["protocol"] = args.protocol
+        result = score(args.task, predictions, references, **kwargs)
         if args.out:
             write_reports(args.out, args.task, result, plots=not args.no_plots)
     except (ValueError, TypeError, OSError, ImportError, BackendError) as error:
@@ -174,6 +198,8 @@ def run_generate_and_score(args: argparse.Namespace) -> int:
         args.out,
         media_root=args.media_root,
         on_missing=args.on_missing,
+        on_error=args.on_error,
+        protocol=args.protocol,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         score_kwargs=scoring,

@@ -150,3 +150,80 @@ def parse_extractor_reply(reply: str) -> list[str]:
     line = re.sub(r"^(?:output|answer|emotions?|labels?)\s*:\s*", "", lines[0], flags=re.IGNORECASE)
     labels = [label.lower().strip(" .") for label in split_label_string(line)]
     return [label for label in labels if label and label != "none"]
+
+
+# ---- emotion labels → sentiment (the paper's MSA protocol: openset → sentiment, evaluation-scoreonly.py:182-194) ----
+
+# Level-1 clusters of the five emotion wheels by valence; "surprised" and "genius" count as neither.
+POSITIVE_CLUSTERS = frozenset({"happy", "joyful", "joy", "peaceful", "powerful"})
+NEGATIVE_CLUSTERS = frozenset(
+    {"sad", "mad", "angry", "anger", "scared", "fearful", "fear", "disgusted", "disgust", "bad"}
+)
+SENTIMENTS = ("positive", "negative", "neutral")
+
+
+class LabelSentiment(ABC):
+    """Emotion-label list → "positive" / "negative" / "neutral". Subclasses set `identity`."""
+
+    identity: str = "unnamed-sentiment"
+
+    @abstractmethod
+    def sentiment(self, label_lists: Sequence[Sequence[str]]) -> list[str]:
+        """One of [`SENTIMENTS`] per label list."""
+
+
+class LexiconSentiment(LabelSentiment):
+    """Offline stand-in for the authors' LLM step: each label votes with the valence of its level-1 cluster on each of
+    the five wheels ([`POSITIVE_CLUSTERS`] +1, [`NEGATIVE_CLUSTERS`] -1); a label's sign is that of its votes, the
+    list's sentiment that of the sum of its labels' signs (0, or no label → "neutral", as the authors' `[]`)."""
+
+    version = "wheel-valence-v1"
+
+    def __init__(self, emotion_wheel: str | EmotionWheel):
+        self.wheel = load_emotion_wheel(emotion_wheel)
+        self.identity = f"{self.version}:{self.wheel.folder.name}"
+
+    def label_sign(self, label: str) -> int:
+        from .emotion_wheel import WHEELS
+
+        votes = 0
+        for wheel in WHEELS:
+            cluster = self.wheel.map_word(label, wheel, "level1")
+            votes += (cluster in POSITIVE_CLUSTERS) - (cluster in NEGATIVE_CLUSTERS)
+        return (votes > 0) - (votes < 0)
+
+    def sentiment(self, label_lists: Sequence[Sequence[str]]) -> list[str]:
+        results = []
+        for labels in label_lists:
+            total = sum(self.label_sign(label) for label in labels)
+            results.append("positive" if total > 0 else "negative" if total < 0 else "neutral")
+        return results
+
+
+# The authors' prompt, verbatim (utils/qwen.py:238-245 of waHAHJIAHAO/Nano-EmoX @ b08f985).
+_SENTIMENT_PROMPT = (
+    "Please act as an expert in the field of emotions.             We provide a few words to describe the emotions of "
+    "a character.             Please choose the most likely sentiment from the given candidates: [positive, negative, "
+    "neutral]             Please direct output answer without analyzing process.             Input: [joyful]; Output: "
+    "positive             Input: []; Output: neutral             Input: {reason}; Output: "
+)
+
+
+class LLMSentiment(LabelSentiment):
+    """The authors' step: an LLM picks positive / negative / neutral for the label list (their prompt); a reply
+    without one of the three words counts as neutral, as their scorer does (0)."""
+
+    def __init__(self, backend: ChatBackend, max_new_tokens: int = 8):
+        self.backend = backend
+        self.max_new_tokens = max_new_tokens
+        self.identity = f"llm:{backend.identity}|prompt=authors-openset-to-sentiment"
+
+    def sentiment(self, label_lists: Sequence[Sequence[str]]) -> list[str]:
+        batch = [[{"role": "user", "content": _SENTIMENT_PROMPT.format(reason="[" + ", ".join(labels) + "]")}]
+                 for labels in label_lists]  # fmt: skip
+        replies = self.backend.chat_batch(batch, max_new_tokens=self.max_new_tokens)
+        results = []
+        for reply in replies:
+            match = re.search(r"\b(positive|negative|neutral)\b", (reply or "").lower())
+            results.append(match.group(1) if match else "neutral")
+        return results

@@ -1,7 +1,16 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
 """`nanoemox eval run`: generate answers for a manifest with a model folder, then score them.
 
-Generation is deterministic (greedy, the task's one fixed prompt). Predictions are appended to
+Generation is deterministic (greedy, the task's one fixed prompt). Two protocols (`protocol=`):
+
+- `"paper"` (the default for MSA and MER): as the paper scores them through MER-UniBench, every sample is asked the
+  open-vocabulary (OV-MER) question (the authors' `--zeroshot`, inference_hybird.py:136-138), the emotion labels are
+  extracted from the answer with the pluggable extractor (offline lexicon or an LLM), and scored as MER-UniBench: MER
+  by the emotion-wheel hit rate, MSA by the sentiment of the extracted labels (evaluation-scoreonly.py:151-194).
+- `"direct"` (the default for the other tasks, which have one protocol): the task's own prompt (MSA: "positive /
+  negative / neutral", MER: the candidate labels) — prompts the full recipe never trains for MSA and MER.
+
+With `prompt_style="authors"` the prompts are the authors' and generation stops on "###". Predictions are appended to
 `RUN_DIR/predictions.jsonl` batch by batch, so a killed run resumes where it stopped: ids already there are skipped.
 
 Bad samples stop the run by default. With `on_missing="skip"` (media files that do not exist) and `on_error="skip"`
@@ -48,19 +57,39 @@ def read_predictions(path: Path) -> dict[str, dict]:
 SAMPLE_ERRORS = (ValueError, OSError)
 
 
+PROTOCOLS = ("paper", "direct")
+# Tasks the paper scores through the OV-MER question and a label extractor (MER-UniBench).
+PAPER_PROTOCOL_TASKS = ("msa", "mer")
+
+
+def default_protocol(task: str) -> str:
+    """`"paper"` for MSA and MER, `"direct"` for the rest."""
+    return "paper" if task in PAPER_PROTOCOL_TASKS else "direct"
+
+
+def prompt_task(task: str, protocol: str) -> str:
+    """The task whose prompt is asked: OV-MER for MSA and MER under the paper's protocol, else the task itself."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    return "ovmer" if protocol == "paper" and task in PAPER_PROTOCOL_TASKS else task
+
+
 def _generate_batch(model, processor, batch, task: str, max_new_tokens: int) -> list[str]:
-    """The answers of one batch of samples (processor, greedy generation, decoding)."""
+    """The answers of one batch of samples (processor, greedy generation, decoding); `task` is the prompt's task."""
     conversations = [
-        processor.build_task_messages(task, text=s.text, history=s.history, candidates=s.candidates,
-                                      video=s.video, audio=s.audio, faces=s.faces, max_length=processor.max_length)
+        processor.build_task_messages(task, text=s.text, history=s.history,
+                                      candidates=s.candidates if task in ("mer", "mir") else None,
+                                      video=s.video, audio=s.audio, faces=s.faces, max_length=processor.max_length,
+                                      **({"dataset": s.dataset} if s.dataset != "default" else {}))
         for s in batch
     ]  # fmt: skip
     inputs = processor.apply_chat_template(
         conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
         padding=True, load_audio_from_video=True,
     ).to(model.device)  # fmt: skip
+    extra = processor.generation_kwargs() if hasattr(processor, "generation_kwargs") else {}  # authors: stop on ###
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
     return processor.batch_decode(output[:, inputs["input_ids"].shape[1] :])
 
 
@@ -75,9 +104,11 @@ def generate_predictions(
     *,
     on_error: str = "error",
     failures: dict[str, str] | None = None,
+    protocol: str = "direct",
 ):
     """
-    Generates an answer for every sample whose id is not yet in `out_dir/predictions.jsonl` and appends it there.
+    Generates an answer for every sample whose id is not yet in `out_dir/predictions.jsonl` and appends it there,
+    asking the prompt of `prompt_task(task, protocol)`.
 
     With `on_error="skip"` a batch that fails is retried sample by sample and the samples whose input raises are
     left out (their id → reason goes into `failures`); with `"error"` the first such error stops the run, naming
@@ -96,6 +127,7 @@ def generate_predictions(
     todo = [sample for sample in samples if sample.id not in done]
     if done:
         logger.warning(f"Resuming: {len(done)} predictions already in {path}, {len(todo)} to go.")
+    task = prompt_task(task, protocol)
     max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
     with path.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=f"eval {task}", unit="sample") as bar:
         for start in range(0, len(todo), batch_size):
@@ -170,9 +202,14 @@ def run_evaluation(
     max_new_tokens: int | None = None,
     score_kwargs: dict | None = None,
     plots: bool = True,
+    protocol: str | None = None,
 ) -> dict:
     """
     Generates, scores and writes `predictions.jsonl`, `references.jsonl`, `scores.json`, `scores.md` and plots.
+
+    `protocol`: `"paper"` or `"direct"` (see the module docstring); `None` is `default_protocol(task)`. Under the
+    paper's protocol MER needs the emotion wheel (`score_kwargs["emotion_wheel"]`) for its hit rate, MSA the wheel or
+    an LLM extractor for the labels' sentiment.
 
     `on_missing` (media files that do not exist) and `on_error` (undecodable media, paths outside the media root;
     default: as `on_missing`) are `"error"` or `"skip"`; skipped samples are counted in `meta` and listed in
@@ -181,6 +218,8 @@ def run_evaluation(
     from .reports import write_reports
     from .scoring import score
 
+    protocol = default_protocol(task) if protocol is None else protocol
+    prompt_task(task, protocol)  # validates
     on_error = on_missing if on_error is None else on_error
     if on_error not in ("error", "skip"):
         raise ValueError(f"on_error must be 'error' or 'skip', got {on_error!r}.")
@@ -206,8 +245,9 @@ def run_evaluation(
         )
     failures: dict[str, str] = {}
     predictions = generate_predictions(
-        model, processor, samples, task, out_dir, batch_size, max_new_tokens, on_error=on_error, failures=failures
-    )
+        model, processor, samples, task, out_dir, batch_size, max_new_tokens, on_error=on_error, failures=failures,
+        protocol=protocol,
+    )  # fmt: skip
     skipped.update(failures)
     with (Path(out_dir) / "skipped.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps({"id": i, "reason": r}, ensure_ascii=False) + "\n" for i, r in skipped.items())
@@ -221,7 +261,12 @@ def run_evaluation(
     if task in ("mer", "mir") and "labels" not in score_kwargs:
         candidates = sorted({c for s in samples for c in (s.candidates or [])})
         score_kwargs["labels"] = candidates or None
+    if task in PAPER_PROTOCOL_TASKS:
+        score_kwargs["protocol"] = protocol
     result = score(task, predictions, references, **score_kwargs)
+    result["meta"]["protocol"] = protocol
+    result["meta"]["prompt_task"] = prompt_task(task, protocol)
+    result["meta"]["prompt_style"] = getattr(processor, "prompt_style", "chat")
     result["meta"]["skipped_missing_media"] = len(report.missing_media)
     result["meta"]["skipped_outside_media_root"] = len(escaping)
     result["meta"]["skipped_unusable_media"] = len(failures)

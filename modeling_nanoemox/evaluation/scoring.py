@@ -37,6 +37,12 @@ for MIR, so "The most likely label is happy." counts as "happy"), always; with t
 positive only when the first sentiment word it uses (positive / negative / neutral) is "positive" and is not negated
 ("not positive"). `weighted_f1` (main) and `accuracy` over the two classes.
 
+**MSA, paper protocol** (`protocol="paper"`, [`score_msa_openset`]): the answer to the OV-MER question → emotion
+labels (the extractor) → sentiment (the authors' LLM step with an LLM extractor, else [`LexiconSentiment`]); then as
+above, positive vs. the rest on non-zero gold valence (evaluation-scoreonly.py:182-194). **MER, paper protocol**: the
+same metrics as MER, of the OV answers; the emotion-wheel hit rate is the headline (MER-UniBench), so the wheel is
+required.
+
 **MIR**: `accuracy`, `weighted_f1`, `weighted_precision` (support-weighted, as the authors' scikit-learn calls) and
 `macro_f1` (MIntRec's official metric, averaged over the gold label set). Labels are normalised before matching
 (lower case, `_` → space, whitespace collapsed, surrounding punctuation and quotes removed); a prediction that is not
@@ -66,7 +72,13 @@ from nanoemox_processing.prompts_nanoemox import TASK_NAMES
 
 from .backends import ChatBackend
 from .emotion_wheel import GROUPINGS, LEVELS, WHEELS, EmotionWheel, load_emotion_wheel
-from .extractors import LabelExtractor, LexiconExtractor, LLMLabelExtractor
+from .extractors import (
+    LabelExtractor,
+    LexiconExtractor,
+    LexiconSentiment,
+    LLMLabelExtractor,
+    LLMSentiment,
+)
 from .judge import ERIJudge
 from .labels import COARSE_CLASS, COARSE_CLASSES
 from .metrics import classification_scores, confusion_matrix, distinct_n, emotion_wheel_hit_rate, emotion_wheel_overlap
@@ -258,6 +270,39 @@ def score_msa(predictions, references) -> dict:
         "metrics": {"weighted_f1": scores["weighted_f1"], "accuracy": scores["accuracy"]},
         "meta": meta,
         "details": {"confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels).tolist()}},
+    }
+
+
+def score_msa_openset(predictions, references, *, emotion_wheel, extractor=None) -> dict:
+    """MSA under the paper's protocol: OV answers → labels → sentiment → positive vs. the rest (non-zero valence)."""
+    wheel = _require_wheel(emotion_wheel, "msa (protocol paper)")
+    _, labels, meta = _label_inputs(predictions, [[]] * len(predictions), wheel, extractor)
+    backend = extractor.backend if isinstance(extractor, LLMLabelExtractor) else extractor
+    judge = (
+        LLMSentiment(backend)
+        if isinstance(backend, ChatBackend)
+        else wheel.derived("lexicon_sentiment", LexiconSentiment)
+    )
+    sentiments = judge.sentiment(labels)
+    valences = [_valence(r) for r in references]
+    keep = [i for i, v in enumerate(valences) if v != 0]
+    y_true = ["positive" if valences[i] > 0 else "negative" for i in keep]
+    y_pred = ["positive" if sentiments[i] == "positive" else "negative" for i in keep]
+    meta.update({
+        "sentiment": judge.identity,
+        "n_scored": len(keep),
+        "n_dropped_zero_valence": len(valences) - len(keep),
+        "n_pred_positive": sum(1 for i in keep if sentiments[i] == "positive"),
+        "n_pred_neutral": sum(1 for i in keep if sentiments[i] == "neutral"),
+    })  # fmt: skip
+    if not keep:
+        return {"metrics": {"weighted_f1": None, "accuracy": None}, "meta": meta, "details": {}}
+    scores = classification_scores(y_true, y_pred)
+    labels_ = ["negative", "positive"]
+    return {
+        "metrics": {"weighted_f1": scores["weighted_f1"], "accuracy": scores["accuracy"]},
+        "meta": meta,
+        "details": {"confusion": {"labels": labels_, "matrix": confusion_matrix(y_true, y_pred, labels_).tolist()}},
     }
 
 
@@ -495,6 +540,7 @@ def score(
     extractor=None,
     judge=None,
     labels: Sequence[str] | None = None,
+    protocol: str = "direct",
 ) -> dict:
     """Score prediction rows against reference rows for one task.
 
@@ -508,6 +554,9 @@ def score(
             [`LabelExtractor`], or a [`ChatBackend`] (wrapped in [`LLMLabelExtractor`]).
         judge: for eri, an [`ERIJudge`] or a [`ChatBackend`].
         labels: for mir, the full label set (optional; macro F1 then also counts labels absent from the gold).
+        protocol: msa / mer: `"direct"` (answers to the task's own prompt) or `"paper"` (answers to the OV-MER
+            question, scored as MER-UniBench: labels extracted, then MSA by their sentiment, MER by the wheel hit
+            rate; needs the emotion wheel).
 
     Returns:
         `{"task", "metrics", "meta", "details"}` — see the module docstring; [`flat_scores`] flattens it.
@@ -516,6 +565,13 @@ def score(
         raise ValueError(f"Unknown task {task!r}; expected one of {list(TASK_NAMES)}")
     if level not in LEVELS:
         raise ValueError(f"Unknown level {level!r}; expected one of {list(LEVELS)}")
+    if protocol not in ("direct", "paper"):
+        raise ValueError(f"protocol must be 'direct' or 'paper', got {protocol!r}")
+    if protocol == "paper" and task == "mer" and emotion_wheel is None:
+        raise ValueError(
+            "The paper's protocol scores MER by the emotion-wheel hit rate (MER-UniBench): pass emotion_wheel= / "
+            "--emotion-wheel, or use protocol 'direct'."
+        )
     ids, preds, refs = align_rows(predictions, references)
     if not ids:
         raise ValueError("There are no samples to score (both files are empty)")
@@ -523,6 +579,8 @@ def score(
         result = score_ovmer(preds, refs, emotion_wheel=emotion_wheel, level=level, extractor=extractor)
     elif task == "mer":
         result = score_mer(preds, refs, emotion_wheel=emotion_wheel, level=level, extractor=extractor, labels=labels)
+    elif task == "msa" and protocol == "paper":
+        result = score_msa_openset(preds, refs, emotion_wheel=emotion_wheel, extractor=extractor)
     elif task == "msa":
         result = score_msa(preds, refs)
     elif task == "mir":
@@ -532,6 +590,8 @@ def score(
     else:
         result = score_eri(preds, refs, judge=judge)
     meta = {"task": task, "n_samples": len(ids), **result["meta"]}
+    if task in ("msa", "mer"):
+        meta["protocol"] = protocol
     details = result["details"]
     if task == "eri":
         details = {"ids": ids, **details}  # per-sample judge replies are only useful with their ids
