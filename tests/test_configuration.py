@@ -36,7 +36,8 @@ def test_defaults_describe_the_full_model():
     )
     assert config.vision_feature_layer == -2
     assert config.vision_multiscale_layers == [12, 16, 22]
-    assert config.audio_feature_layers == [-4, -3, -2, -1]
+    # Layers 21, 22, 23 and the final layer-normed state (transformers 5's last_hidden_state; see DESIGN §6).
+    assert config.audio_feature_layers == [-4, -3, -2] and config.audio_feature_last_hidden_state
     assert config.audio_multiscale_layers == [16, 18, 22]
     assert config.num_fusion_experts == 3
     assert (config.fusion_hidden_size, config.fusion_num_heads) == (512, 8)
@@ -70,7 +71,7 @@ def test_sub_configs_accept_dicts_and_configs():
         ({"vision_multiscale_layers": [1, 2]}, "vision_multiscale_layers` has 2 entries"),
         ({"vision_multiscale_layers": [1, 2, 9]}, "contains layer 9, but the tower has 4 layers"),
         ({"audio_feature_layers": [-6]}, "contains layer -6"),
-        ({"audio_feature_layers": []}, "at least one layer"),
+        ({"audio_feature_layers": [], "audio_feature_last_hidden_state": False}, "at least one layer"),
         ({"fusion_hidden_size": 30}, "divisible by `fusion_num_heads`"),
         ({"face_num_heads": 3}, "divisible by `face_num_heads`"),
         ({"num_face_tokens": 0}, "`num_face_tokens` must be a positive integer, got 0"),
