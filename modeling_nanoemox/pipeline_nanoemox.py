@@ -188,7 +188,8 @@ class NanoEmoXPipeline(Pipeline):
     def _forward(self, model_inputs, **generate_kwargs):
         start = time.perf_counter()
         inputs = model_inputs["model_inputs"]  # already on the model's device (`Pipeline.forward`)
-        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
+        # The prompt style's own stopping rule (the authors' style stops on "###") unless the caller sets one.
+        generate_kwargs = {**self.processor.generation_kwargs(), **self._prepare_generate_kwargs(generate_kwargs)}
         generate_kwargs.setdefault("do_sample", False)
         if generate_kwargs.get("max_new_tokens") is not None:
             prompt_length = inputs["input_ids"].shape[1]

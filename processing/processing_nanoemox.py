@@ -1315,6 +1315,30 @@ class NanoEmoXProcessor(ProcessorMixin):
             texts = [text.split(AUTHORS_TARGET_END, 1)[0].strip() for text in texts]
         return texts
 
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """
+        `ProcessorMixin.push_to_hub` that never uploads transformers' generic model card: with the project installed,
+        the project's card (`modeling_nanoemox.hub_nanoemox.push_with_card`; an existing card on the Hub is kept);
+        loaded as remote code without it, the processor's files only, leaving the Hub's README.md as it is.
+        """
+        try:
+            from modeling_nanoemox.hub_nanoemox import push_with_card
+        except ImportError:
+            push_with_card = None
+        if push_with_card is not None:
+            return push_with_card(self, repo_id, **kwargs)
+        import tempfile
+
+        from transformers.utils.hub import hf_api
+
+        repo_id = hf_api().create_repo(repo_id, private=kwargs.pop("private", None), token=kwargs.get("token"),
+                                       exist_ok=True).repo_id  # fmt: skip
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)  # no README.md: ProcessorMixin writes none
+            kwargs.pop("tags", None)
+            kwargs.pop("max_shard_size", None)
+            return self._upload_modified_files(folder, repo_id, files_timestamps={}, **kwargs)
+
     @staticmethod
     def split_chain_of_empathy(answer: str) -> tuple[str, str]:
         """Splits an ERG answer into `(chain of empathy, reply)`; the chain is empty when there is no `<think>`."""
