@@ -1,0 +1,219 @@
+# Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
+"""Fast CPU inference: the dtype a device should run in, the thread count, and int8 quantization of the linear layers.
+
+Not a remote-code file: a saved model folder never needs it. `nanoemox predict`, the pipeline and the demo call it
+after loading a model:
+
+```python
+>>> from modeling_nanoemox.quantization_nanoemox import configure_cpu_threads, default_inference_dtype, quantize_for_cpu
+
+>>> configure_cpu_threads()  # one thread per physical core this process may use
+>>> model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=default_inference_dtype("cpu"))
+>>> model = quantize_for_cpu(model, "int8")  # optional: the LLM's and the towers' linear layers in int8
+```
+
+Why these choices (measured on the 2-core AMD EPYC, AVX2 without AVX-512, of this project; `benchmarks/
+bench_cpu_inference.py`):
+- bf16 on a CPU without native bf16 kernels (no AMX / AVX512-BF16) is converted on the fly: a 1536×8960 matmul ran
+  2.5× slower than fp32 at 128 tokens, and a whole `generate` 4.3× slower (issue 16). fp32 is the fast exact dtype
+  there; bf16 is chosen on CPUs that have those instructions and on CUDA.
+- int8: `torch.ao`'s dynamic quantization (FBGEMM kernels, int8 weights per output channel, activations quantized
+  per call) against torchao 0.18's `Int8DynamicActivationInt8WeightConfig` / `Int8WeightOnlyConfig` in eager mode,
+  on one 1536×8960 linear: at 1 token (decoding) fp32 7.8 ms, torch.ao 1.0 ms, torchao 4-13× slower than fp32; at
+  64 tokens (prefill, towers) fp32 80 ms, torch.ao 37 ms, torchao 1.8-13× slower than fp32 (torchao's CPU speed
+  comes from `torch.compile`, which a CLI cannot afford per call). Importing torchao also makes every
+  `import transformers` load it. `torch.ao.quantization` prints a deprecation notice in torch 2.13 but is still
+  shipped and maintained for this kernel path; the warning is silenced here, and torchao is the migration target
+  once its CPU eager kernels are competitive.
+- Exact parts: the embeddings (the placeholders' rows included), the modality heads and adapters, the fusion encoder
+  and `lm_head` stay in fp32. `lm_head` is tied to the embeddings; quantizing it (`lm_head=True`) unties it and keeps
+  an int8 copy beside the fp32 embeddings, which trades 0.23 GB for faster decoding of the 151,936-word vocabulary.
+- Threads: PyTorch's default can count hyper-threads and ignores CPU quotas; more threads than cores makes OpenMP
+  spin against itself (on a busy 2-core machine a 2-thread int8 matmul was 15× slower than a 1-thread one).
+"""
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+QUANTIZATION_MODES = ("int8",)
+LANGUAGE_MODEL_KINDS = ("float16", "int8", None)
+# Parts of `NanoEmoXModel` whose linear layers `quantize_for_cpu` replaces: the frozen towers and language model.
+# Everything else (heads, adapters, fusion encoder, embeddings, lm_head unless asked) stays exact.
+TOWERS = ("vision_tower", "audio_tower", "face_encoder")
+# CPU flags that give fast native bf16 matmuls (oneDNN uses them); without them bf16 is emulated.
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 matmul instructions (AMX-BF16 or AVX512-BF16) that oneDNN can use."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return any(flag in _cpu_flags() for flag in FAST_BF16_CPU_FLAGS)
+
+
+def default_inference_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """
+    The fastest exact dtype to run Nano-EmoX in on `device`: bf16 on CUDA (fp16 on a GPU without bf16) and on a CPU
+    with native bf16 kernels (AMX / AVX512-BF16), fp32 on other CPUs (where bf16 is emulated and several times
+    slower) and on other devices.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def physical_cpu_cores() -> int:
+    """
+    Physical cores this process may run on: the CPUs in its affinity mask counted once per core (hyper-threads
+    share a core), capped by a cgroup CPU quota when one is set (containers, CPU Spaces).
+    """
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topology.joinpath("physical_package_id").read_text().strip(),
+                       topology.joinpath("core_id").read_text().strip()))  # fmt: skip
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    count = len(cores) or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def configure_cpu_threads(num_threads: int | None = None) -> int:
+    """Sets PyTorch's intra-op threads to `num_threads` (default: [`physical_cpu_cores`]) and returns the number."""
+    num_threads = num_threads or physical_cpu_cores()
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def _quantized_engine() -> str:
+    engines = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm", "qnnpack"):
+        if engine in engines:
+            return engine
+    raise RuntimeError(f"This PyTorch build has no int8 CPU engine (supported engines: {engines}).")
+
+
+def quantize_for_cpu(
+    model: nn.Module,
+    mode: str = "int8",
+    *,
+    language_model: str | None = "float16",
+    towers: bool = True,
+    lm_head: bool = False,
+) -> nn.Module:
+    """
+    Quantizes, in place, the frozen parts of a [`NanoEmoXForConditionalGeneration`] for CPU inference and converts the
+    rest to fp32, otherwise exact: the embeddings (with the placeholders' rows), the modality heads and adapters, the
+    fusion encoder, and `lm_head` unless `lm_head=True`.
+
+    `mode="int8"`: the linear layers of the vision, audio and face towers (with `towers=True`) in int8 — weights per
+    output channel, activations quantized dynamically per call (`torch.ao` dynamic quantization, FBGEMM kernels on
+    x86). The language model's linear layers as `language_model` says:
+    - `"float16"` (default): weights stored in fp16, activations and accumulation in fp32 (FBGEMM's fp16 kernels):
+      half the memory traffic of fp32 when decoding, logits practically unchanged;
+    - `"int8"`: like the towers. Fastest, but FBGEMM quantizes each activation tensor with one 7-bit scale, and a
+      trained LLM's activation outliers (SmolLM2-135M-Instruct: a few channels 300× the mean) then cost most of the
+      resolution: the top-1 next token agreed with fp32 at only 0.42 of the prompt positions (per-token groups 0.78,
+      SmoothQuant-style scaling 0.86); use it only where that is acceptable;
+    - `None`: left in fp32.
+
+    Each layer is converted and replaced one at a time, so a model loaded in bf16 never holds a full fp32 copy. A
+    quantized model is for CPU inference; it cannot be saved with `save_pretrained` (quantize again after loading).
+
+    Args:
+        model: the model, on the CPU, in fp32 or bf16.
+        mode: `"int8"`.
+        language_model: `"float16"`, `"int8"` or `None` (see above).
+        towers: quantize the towers' linear layers to int8.
+        lm_head: also quantize `lm_head` like the language model (unties it from the embeddings, which stay exact).
+
+    Returns:
+        The same model, quantized, in eval mode.
+    """
+    if mode not in QUANTIZATION_MODES:
+        raise ValueError(f"quantize_for_cpu: mode must be one of {QUANTIZATION_MODES}, got {mode!r}.")
+    if language_model not in LANGUAGE_MODEL_KINDS:
+        raise ValueError(
+            f"quantize_for_cpu: language_model must be one of {LANGUAGE_MODEL_KINDS}, got {language_model!r}."
+        )
+    devices = {tensor.device.type for tensor in model.parameters()}
+    if devices != {"cpu"}:
+        raise ValueError(f"quantize_for_cpu quantizes a model on the CPU; its parameters are on {sorted(devices)}.")
+    if lm_head and language_model is None:
+        raise ValueError("quantize_for_cpu: lm_head=True quantizes lm_head like the language model, which is None.")
+    torch.backends.quantized.engine = _quantized_engine()
+    inner = model.model
+    targets = [(getattr(inner, part), "int8") for part in (TOWERS if towers else ())]
+    if language_model is not None:
+        targets.append((inner.language_model, language_model))
+    if lm_head:
+        model.config.text_config.tie_word_embeddings = False
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
+    with warnings.catch_warnings():
+        # torch 2.13 flags every torch.ao.quantization call as deprecated (see the module docstring).
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
+        for root, kind in targets:
+            for module in list(root.modules()):
+                for child_name, child in list(module.named_children()):
+                    if type(child) is nn.Linear:
+                        setattr(module, child_name, _quantize_linear(child, kind))
+        if lm_head:
+            model.lm_head = _quantize_linear(model.lm_head, language_model)
+    model.float()
+    model.eval()
+    model.nanoemox_quantization = {"mode": mode, "language_model": language_model, "towers": towers,
+                                   "lm_head": lm_head}  # fmt: skip
+    return model
+
+
+def _quantize_linear(linear: nn.Linear, kind: str) -> nn.Module:
+    linear.float()  # a bf16 layer becomes fp32 only while it is converted
+    linear.qconfig = (
+        torch.ao.quantization.per_channel_dynamic_qconfig
+        if kind == "int8"
+        else torch.ao.quantization.float16_dynamic_qconfig
+    )
+    return torch.ao.nn.quantized.dynamic.Linear.from_float(linear)
+
+
+def is_quantized_linear(module: nn.Module) -> bool:
+    """Whether `module` is a linear layer replaced by [`quantize_for_cpu`]."""
+    return isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
+
+
+__all__ = [
+    "configure_cpu_threads",
+    "cpu_has_fast_bf16",
+    "default_inference_dtype",
+    "is_quantized_linear",
+    "physical_cpu_cores",
+    "quantize_for_cpu",
+]

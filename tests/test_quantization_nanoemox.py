@@ -1,0 +1,115 @@
+"""Tests of `modeling_nanoemox/quantization_nanoemox.py` (CPU inference: dtype, threads, int8) and of
+`benchmarks/bench_cpu_inference.py` at tiny size."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import make_batch
+from modeling_nanoemox.quantization_nanoemox import (
+    configure_cpu_threads,
+    default_inference_dtype,
+    is_quantized_linear,
+    physical_cpu_cores,
+    quantize_for_cpu,
+)
+from modeling_nanoemox.tiny import build_tiny
+
+EXACT = ("model.video_head", "model.audio_head", "model.face_head", "model.fusion_encoder", "model.fusion_projector")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, _ = build_tiny(seed=0)
+    return model
+
+
+def _quantized(model) -> dict[str, torch.dtype]:
+    # The packed weight's dtype: qint8, or float16 for the fp16 kernels (`weight()` unpacks those to fp32).
+    return {name: module._packed_params.dtype for name, module in model.named_modules() if is_quantized_linear(module)}
+
+
+def test_int8_quantizes_towers_and_keeps_exact_parts(tiny):
+    model = quantize_for_cpu(copy.deepcopy(tiny).to(torch.bfloat16), "int8")
+    quantized = _quantized(model)
+    towers = [name for name in quantized if name.startswith(("model.vision_tower", "model.audio_tower"))]
+    assert towers and {quantized[name] for name in towers} == {torch.qint8}
+    assert any(name.startswith("model.face_encoder") for name in quantized)
+    llm = [name for name in quantized if name.startswith("model.language_model")]
+    assert len(llm) == 7 * tiny.config.text_config.num_hidden_layers  # q k v o gate up down
+    assert {quantized[name] for name in llm} == {torch.float16}
+    assert not any(name.startswith(EXACT) or name == "lm_head" for name in quantized)
+    # Exact parts: fp32 and the same values (the bf16 round trip of this test aside).
+    reference = dict(tiny.named_parameters())
+    for name, parameter in model.named_parameters():
+        assert parameter.dtype == torch.float32, name
+        if name.startswith(EXACT) or "embed_tokens" in name:
+            torch.testing.assert_close(parameter, reference[name].to(torch.bfloat16).float(), rtol=0, atol=0)
+    assert model.lm_head.weight is model.get_input_embeddings().weight  # still tied
+    assert type(model.model.fusion_encoder.experts[0].fc1) is nn.Linear
+
+
+def test_quantized_model_generates_and_stays_close(tiny):
+    model = quantize_for_cpu(copy.deepcopy(tiny), "int8")
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}, {"audio"}])
+    with torch.no_grad():
+        reference = tiny(**inputs).logits
+        logits = model(**inputs).logits
+        output = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert output.shape == (2, inputs["input_ids"].shape[1] + 4)
+    assert torch.isfinite(logits).all()
+    assert (logits - reference).abs().max() < 0.25 * reference.abs().max()
+
+
+def test_int8_language_model_and_lm_head(tiny):
+    model = quantize_for_cpu(copy.deepcopy(tiny), "int8", language_model="int8", towers=False, lm_head=True)
+    quantized = _quantized(model)
+    assert (
+        quantized["lm_head"] == torch.qint8 and quantized["model.language_model.layers.0.mlp.up_proj"] == torch.qint8
+    )
+    assert not any(name.startswith("model.vision_tower") for name in quantized)
+    embeddings = model.get_input_embeddings().weight
+    torch.testing.assert_close(embeddings, tiny.get_input_embeddings().weight, rtol=0, atol=0)  # untied, exact
+    with torch.no_grad():
+        model.generate(**make_batch(tiny.config, [{"video"}]), max_new_tokens=2, do_sample=False)
+
+
+def test_quantize_rejects_unknown_modes(tiny):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        quantize_for_cpu(tiny, "int4")
+    with pytest.raises(ValueError, match="language_model must be one of"):
+        quantize_for_cpu(tiny, "int8", language_model="bfloat16")
+
+
+def test_default_dtype_and_threads(monkeypatch):
+    assert default_inference_dtype("cpu") in (torch.float32, torch.bfloat16)
+    monkeypatch.setattr("modeling_nanoemox.quantization_nanoemox._cpu_flags", lambda: {"avx2", "fma"})
+    assert default_inference_dtype("cpu") == torch.float32
+    monkeypatch.setattr("modeling_nanoemox.quantization_nanoemox._cpu_flags", lambda: {"avx2", "amx_bf16"})
+    if torch.backends.mkldnn.is_available():
+        assert default_inference_dtype(torch.device("cpu")) == torch.bfloat16
+    before = torch.get_num_threads()
+    try:
+        assert 1 <= physical_cpu_cores() <= (os.cpu_count() or 1)
+        assert configure_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_inference_benchmark_runs_at_tiny_size(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu_inference.py"
+    completed = subprocess.run(
+        [sys.executable, str(script), "--size", "tiny", "--new-tokens", "2", "--no-agreement",
+         "--variants", "plain", "int8", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, cwd=script.parent,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| plain | " in completed.stdout and "| int8 | " in completed.stdout
+    assert "greedy tokens == plain (timed model) True" in completed.stdout  # plain against itself
+    assert "cpu: " in completed.stdout
