@@ -41,8 +41,11 @@ def load_recipe():
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
+    return make_small_data(tmp_path_factory.mktemp("p2e-data"))
+
+
+def make_small_data(root: Path) -> Path:
     """12 clips, two emotions, as `mer` and `msa` samples."""
-    root = tmp_path_factory.mktemp("p2e-data")
     rows = []
     for index in range(12):
         happy = index % 2 == 0

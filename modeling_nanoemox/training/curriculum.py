@@ -119,15 +119,17 @@ def save_phase(trainer, processor, phase_dir: Path, base=None) -> Path:
     written = phase_dir / "adapter" if is_peft else final
     partial = written.with_name(written.name + ".partial")
     distributed.on_main_process(lambda: shutil.rmtree(partial, ignore_errors=True), f"Clearing {partial}")
-    fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None) if trainer.is_fsdp_enabled else None
-    previous_type = fsdp_plugin.state_dict_type if fsdp_plugin is not None else None
-    if fsdp_plugin is not None and "FULL_STATE_DICT" not in str(previous_type):
-        fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")  # a loadable folder, not distributed-checkpoint shards
-    try:
-        trainer.save_model(str(partial))  # collective gather; the main process writes
-    finally:
-        if fsdp_plugin is not None and "FULL_STATE_DICT" not in str(previous_type):
-            fsdp_plugin.set_state_dict_type(previous_type)
+    if trainer.is_fsdp_enabled:
+        # transformers 5.24's save under FSDP2 (`Trainer._save` → `save_pretrained(state_dict=…)` on the main process)
+        # touches the model's sharded DTensor parameters there, a collective only one rank joins (gloo aborts with
+        # "collective mismatch"; NCCL would hang). So: the accelerator gathers the full state dict on every rank,
+        # then the main process loads it into an unsharded copy of the phase's start and saves that.
+        state = _full_state_dict(trainer.model)
+        distributed.on_main_process(
+            lambda: _save_unsharded(model, state, base, partial, processor), f"Writing {partial}"
+        )
+    else:
+        trainer.save_model(str(partial))  # DDP / ZeRO (16-bit gather): the Trainer's own save, main writes
     distributed.barrier()
 
     def finish():
@@ -146,6 +148,42 @@ def save_phase(trainer, processor, phase_dir: Path, base=None) -> Path:
 
     distributed.on_main_process(finish, f"Saving {final}")
     return final
+
+
+def _full_state_dict(model) -> dict:
+    """The full (unsharded) state dict of an FSDP2 model, on every rank: torch's `get_model_state_dict`, then any
+    parameter it leaves as a DTensor (those outside the wrapped units, on CPU ranks) gathered; collective, in the
+    same key order everywhere."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.tensor import DTensor
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    for key in sorted(state):
+        if isinstance(state[key], DTensor):
+            state[key] = state[key].full_tensor()
+        state[key] = state[key].detach().cpu()
+    return state
+
+
+def _save_unsharded(model, state: dict, base, folder: Path, processor) -> None:
+    """Main process: `state` (a full state dict of `model`, possibly PEFT-wrapped) in an unsharded copy of `base`,
+    saved to `folder` with the processor (a PEFT model saves its adapter)."""
+    if base is None:
+        raise ValueError("save_phase under FSDP needs `base`, the folder the phase started from.")
+    shadow = load_strict(base)
+    if hasattr(model, "peft_config"):
+        from peft import get_peft_model
+
+        shadow = get_peft_model(shadow, model.peft_config["default"])
+    missing, unexpected = shadow.load_state_dict(state, strict=False)
+    tied = set(getattr(shadow, "all_tied_weights_keys", None) or ())
+    missing = [key for key in missing if key not in tied and not key.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(
+            f"The gathered state dict does not match {base}: missing {missing[:5]}, unexpected {unexpected[:5]}."
+        )
+    shadow.save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def merge_adapter(base, adapter, target, processor=None) -> Path:
@@ -361,6 +399,40 @@ class NanoEmoXTrainer(SFTTrainer):
         self.mixture_weights = mixture_weights
         super().__init__(*args, **kwargs)
         self.run_every_branch = self.args.world_size > 1 if run_every_branch is None else run_every_branch
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """
+        The Trainer's accelerator, with FSDP kept on CPU ranks. accelerate 1.15 turns FSDP on only for GPU-like
+        distributed types (`AcceleratorState.__init__`: MULTI_GPU, MULTI_XPU, …); on CPU ranks (MULTI_CPU, gloo) it
+        drops the Trainer's FSDP plugin without a word and the run silently trains with DDP. torch's FSDP2
+        (`fully_shard`) runs on CPU with gloo, so the smallest change is to put the plugin back (FSDP2 only).
+        """
+        super().create_accelerator_and_postprocess()
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        self._cpu_fsdp_plugin = None
+        requested = self.args.fsdp_plugin_args
+        if requested is None or self.accelerator.device.type != "cpu" or not self.accelerator.num_processes > 1:
+            return
+        if int(requested.get("fsdp_version", 2)) != 2:
+            raise ValueError("FSDP on CPU ranks needs FSDP2: set fsdp_config {'version': 2} (the default).")
+        self._cpu_fsdp_plugin = FullyShardedDataParallelPlugin(**requested)
+        self._keep_fsdp_on_cpu()
+        logger.warning("FSDP2 on CPU ranks (gloo): accelerate would have fallen back to DDP; FSDP kept.")
+
+    def _keep_fsdp_on_cpu(self) -> None:
+        from accelerate.utils import DistributedType
+
+        if getattr(self, "_cpu_fsdp_plugin", None) is None:
+            return
+        state = self.accelerator.state
+        state.fsdp_plugin = self._cpu_fsdp_plugin
+        state.distributed_type = DistributedType.FSDP
+        self.is_fsdp_enabled = True
+
+    def train(self, *args, **kwargs):
+        self._keep_fsdp_on_cpu()  # the shared AcceleratorState may have been reset by another phase's arguments
+        return super().train(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(
