@@ -133,3 +133,15 @@ def test_generation_in_the_authors_style_stops_on_the_end_marker(tmp_path, tiny_
     assert answers == ["happy"]
     prompt = authors.tokenizer.decode(seen["input_ids"][0])
     assert prompt.startswith("<|im_start|>###Human: ") and prompt.endswith("###Assistant: ")
+
+
+def test_paper_protocol_without_the_wheel_fails_before_generating(tmp_path, tiny_dir, capsys, monkeypatch):
+    """MSA/MER under the paper's protocol need the emotion wheel to score: say so before the (long) generation."""
+    from modeling_nanoemox.evaluation import run
+
+    monkeypatch.setattr(run, "generate_predictions", lambda *a, **k: pytest.fail("generated before the check"))
+    manifest = write_manifest([{"id": "a", "task": "mer", "text": "hi", "reference": "happy"}], tmp_path / "m.jsonl")
+    code = main(["eval", "run", "--model", str(tiny_dir), "--data", str(manifest), "--task", "mer",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 1
+    assert "needs --emotion-wheel" in capsys.readouterr().err

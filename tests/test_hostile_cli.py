@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from nanoemox_cli import main
 from modeling_nanoemox.data import write_manifest
 from modeling_nanoemox.predict import generation_budget
 from modeling_nanoemox.synthetic import synthetic_voice, write_clip
+from nanoemox_cli import main
 
 
 def one_error_line(capsys, code, *fragments):
@@ -115,13 +115,15 @@ def hostile_manifest(tmp_path):
     # A perfectly good clip, but outside the media root: it must never be opened.
     write_clip(outside / "secret.mp4", (rng.random((6, 48, 48, 3)) * 255).astype(np.uint8), fps=6)
     rows.append({"id": "escape", "task": "msa", "video": "../outside/secret.mp4", "text": "hi", "reference": -1.0})
-    rows.append({"id": "passwd", "task": "msa", "video": "../../../../../../etc/passwd", "text": "x", "reference": 1.0})
+    rows.append(
+        {"id": "passwd", "task": "msa", "video": "../../../../../../etc/passwd", "text": "x", "reference": 1.0}
+    )
     return write_manifest(rows, root / "test.jsonl")
 
 
 def eval_args(tiny_dir, manifest, out, *extra):
     return ["eval", "run", "--model", str(tiny_dir), "--data", str(manifest), "--task", "msa", "--out", str(out),
-            "--batch-size", "2", "--max-new-tokens", "2", "--no-plots", *extra]  # fmt: skip
+            "--batch-size", "2", "--max-new-tokens", "2", "--no-plots", "--protocol", "direct", *extra]  # fmt: skip
 
 
 def test_eval_run_refuses_media_outside_the_root(tiny_dir, hostile_manifest, tmp_path, capsys):
@@ -142,7 +144,11 @@ def test_eval_run_skips_and_counts_bad_samples_on_request(tiny_dir, hostile_mani
     assert set(skipped) == {"undecodable", "escape", "passwd"}
     assert "outside the media root" in skipped["escape"] and "MediaDecodeError" in skipped["undecodable"]
     meta = json.loads((out / "scores.json").read_text())["meta"]
-    assert (meta["skipped_unusable_media"], meta["skipped_outside_media_root"], meta["skipped_missing_media"]) == (1, 2, 0)
+    assert (meta["skipped_unusable_media"], meta["skipped_outside_media_root"], meta["skipped_missing_media"]) == (
+        1,
+        2,
+        0,
+    )
 
 
 def test_eval_run_names_the_undecodable_sample_when_it_stops(tiny_dir, tmp_path, capsys):
@@ -157,6 +163,15 @@ def test_eval_run_names_the_undecodable_sample_when_it_stops(tiny_dir, tmp_path,
     )
     model, processor = load(str(tiny_dir), "cpu", "float32")
     with pytest.raises(ValueError, match="sample\\(s\\) bad: .*not a readable media file.*on_error='skip'"):
-        run_evaluation(model, processor, manifest, "msa", tmp_path / "run", plots=False)
+        run_evaluation(model, processor, manifest, "msa", tmp_path / "run", plots=False, protocol="direct")
     with pytest.raises(ValueError, match="No 'msa' sample could be used"):
-        run_evaluation(model, processor, manifest, "msa", tmp_path / "run2", plots=False, on_error="skip")
+        run_evaluation(
+            model,
+            processor,
+            manifest,
+            "msa",
+            tmp_path / "run2",
+            plots=False,
+            on_error="skip",
+            protocol="direct",
+        )

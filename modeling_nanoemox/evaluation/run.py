@@ -243,6 +243,15 @@ def run_evaluation(
         raise ValueError(
             f"{len(without_reference)} samples have no `reference` to score against (first 10: {without_reference[:10]})."
         )
+    score_kwargs = dict(score_kwargs or {})
+    llm_extractor = score_kwargs.get("extractor") not in (None, "lexicon")
+    if protocol == "paper" and score_kwargs.get("emotion_wheel") is None and (task == "mer" or not llm_extractor):
+        # Checked before generating: scoring would only find out after the whole run.
+        raise ValueError(
+            f"{task} under the paper's protocol needs --emotion-wheel (the AffectGPT / MER-UniBench wheel folder)"
+            + ("" if task == "mer" else " or an LLM extractor")
+            + "; or use --protocol direct."
+        )
     failures: dict[str, str] = {}
     predictions = generate_predictions(
         model, processor, samples, task, out_dir, batch_size, max_new_tokens, on_error=on_error, failures=failures,
@@ -257,7 +266,6 @@ def run_evaluation(
     references = [{"id": s.id, "reference": s.reference} for s in samples]
     with (Path(out_dir) / "references.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in references)
-    score_kwargs = dict(score_kwargs or {})
     if task in ("mer", "mir") and "labels" not in score_kwargs:
         candidates = sorted({c for s in samples for c in (s.candidates or [])})
         score_kwargs["labels"] = candidates or None
