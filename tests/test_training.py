@@ -3,7 +3,6 @@
 import copy
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -326,41 +325,6 @@ def test_resume_after_a_kill_continues_from_the_last_checkpoint(small_data, tiny
     assert logged_steps == [1, 2, 3, 4]  # steps 1-2 came from the checkpoint, 3-4 from the resumed run
 
 
-def test_two_processes_with_gloo_finish_with_identical_parameters(small_data, tiny_dir, tmp_path):
-    """`accelerate launch --cpu --num_processes 2` runs only one process here; torch's own launcher starts two."""
-    out = tmp_path / "out"
-    recipe = write_recipe(tmp_path / "recipe", steps=3, save_steps=10)
-    script = tmp_path / "worker.py"
-    script.write_text(
-        "import hashlib, sys, torch\n"
-        f"sys.path.insert(0, {str(REPO / 'recipes')!r})\n"
-        "import torch.distributed as dist\n"
-        "import p2e\n"
-        "from transformers import trainer as hf_trainer\n"
-        "original = hf_trainer.Trainer.train\n"
-        "def train(self, *args, **kwargs):\n"
-        "    result = original(self, *args, **kwargs)\n"
-        "    digest = hashlib.sha256()\n"
-        "    for name, p in sorted(self.model.named_parameters()):\n"
-        "        digest.update(name.encode()); digest.update(p.detach().cpu().numpy().tobytes())\n"
-        "    open(f'{sys.argv[1]}/rank{dist.get_rank()}.sha', 'w').write(digest.hexdigest())\n"
-        "    return result\n"
-        "hf_trainer.Trainer.train = train\n"
-        "p2e.main(sys.argv[2:])\n"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-               str(script), str(tmp_path), "--recipe", str(recipe), "--phase", "1.1", "--data_root", str(small_data),
-               "--model_name_or_path", str(tiny_dir), "--output_dir", str(out), "--ddp_backend", "gloo"]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    digests = [(tmp_path / f"rank{rank}.sha").read_text() for rank in (0, 1)]
-    assert digests[0] == digests[1]
-    start = load_strict(tiny_dir)
-    trained = load_strict(out / "phase_1.1" / "final")
-    assert not torch.equal(trained.model.audio_head.projector.weight, start.model.audio_head.projector.weight)
-
-
 def test_tower_pretraining_changes_and_refreezes_the_towers(small_data):
     sys.path.insert(0, str(REPO / "recipes"))  # recipes/embedded is recipe code, imported as a recipe script does
     from embedded.towers import pretrain_towers
@@ -377,3 +341,150 @@ def test_tower_pretraining_changes_and_refreezes_the_towers(small_data):
     towers = (model.model.vision_tower, model.model.audio_tower, model.model.face_encoder)
     assert not any(p.requires_grad for tower in towers for p in tower.parameters())
     assert not any(tower.training for tower in towers)
+
+
+# ---- issue 11: the feature cache's lock and resume, TRL-shaped options, global batch, publishing ------------------
+
+
+def test_feature_cache_lock_refuses_a_second_build_and_a_killed_build_resumes(
+    tiny_model, tiny_processor, small_data, tmp_path
+):
+    samples, _ = load_manifest(small_data / "train.jsonl", tasks={"mer"})
+    root = tmp_path / "cache"
+    assert FeatureCache(root).build(tiny_model, tiny_processor, samples[:2]) == 2
+    # A build killed after one more batch: its rank's partial index and files exist, index.json does not list them.
+    index = json.loads((root / "index.json").read_text())
+    cache = FeatureCache(root)
+    cache._encode(tiny_model, tiny_processor, samples[2:4], 2, None, False)
+    assert json.loads((root / "index.json").read_text()) == index and (root / "index.rank0.json").is_file()
+    # Another live run holds the lock: refused, naming the holder.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (root / "build.lock").write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": holder.pid}))
+        with pytest.raises(RuntimeError, match=rf"Another run is building the feature cache .*process {holder.pid}"):
+            FeatureCache(root).build(tiny_model, tiny_processor, samples[:6])
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its lock is taken over; only samples 4-5 are encoded, 2-3 come from the partial index.
+    encoded = []
+    original = FeatureCache._encode_batch
+    FeatureCache._encode_batch = staticmethod(
+        lambda inner, p, batch, d: encoded.extend(s.id for s in batch) or original(inner, p, batch, d)
+    )
+    try:
+        assert FeatureCache(root).build(tiny_model, tiny_processor, samples[:6]) == 2
+    finally:
+        FeatureCache._encode_batch = staticmethod(original)
+    assert encoded == sorted(s.id for s in samples[4:6])
+    assert len(FeatureCache(root).entries) == 6 and not (root / "build.lock").exists()
+    assert not list(root.glob("index.rank*.json"))
+
+
+def test_feature_cache_names_the_sample_whose_media_does_not_decode(tiny_model, tiny_processor, small_data, tmp_path):
+    samples, _ = load_manifest(small_data / "train.jsonl", tasks={"mer"})
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 4096)
+    samples = [samples[0], __import__("dataclasses").replace(samples[1], id="broken-clip", video=str(broken))]
+    with pytest.raises(Exception, match="feature cache: sample broken-clip"):
+        FeatureCache(tmp_path / "cache").build(tiny_model, tiny_processor, samples)
+    assert not (tmp_path / "cache" / "build.lock").exists()  # released on failure
+
+
+def test_model_config_fields_reach_loading(tiny_dir, tmp_path, monkeypatch):
+    """TRL's ModelConfig: attn_implementation, model_revision and (QLoRA, phase 3 only) get_quantization_config reach
+    `from_pretrained`; bitsandbytes needs CUDA, so the quantized load itself is not run here."""
+    from transformers import BitsAndBytesConfig
+
+    recipe = load_recipe()
+    calls = []
+    monkeypatch.setattr(recipe, "load_strict", lambda source, **kwargs: calls.append((str(source), kwargs)) or "model")
+    monkeypatch.setattr(
+        recipe.AutoProcessor, "from_pretrained", lambda source, **kwargs: calls.append(("processor", kwargs))
+    )
+    runs = recipe.phase_configs(["--recipe", str(write_recipe(tmp_path / "recipe")), "--output_dir", str(tmp_path / "out"),
+                                 "--attn_implementation", "eager", "--model_revision", "v1", "--load_in_4bit"])  # fmt: skip
+    _, args, training_args, model_args = runs[0]
+    model_args.model_name_or_path = str(tiny_dir)
+    recipe.start_model("1.1", tmp_path / "out", args, model_args)
+    assert calls[0][0] == str(tiny_dir) and "quantization_config" not in calls[0][1]  # not a LoRA phase
+    assert calls[0][1]["attn_implementation"] == "eager" and calls[0][1]["revision"] == "v1"
+    assert calls[1] == ("processor", {"revision": "v1"})
+    _, args, training_args, model_args = runs[3]
+    kwargs = recipe.loading_kwargs("3", args, model_args)
+    quantization = kwargs["quantization_config"]
+    assert isinstance(quantization, BitsAndBytesConfig) and quantization.load_in_4bit
+    assert {"vision_tower", "audio_head", "fusion_encoder", "lm_head"} <= set(quantization.llm_int8_skip_modules)
+    assert kwargs["attn_implementation"] == "eager" and kwargs["device_map"] == {"": 0}
+    model = load_strict(tiny_dir, attn_implementation="eager")
+    assert model.config.text_config._attn_implementation == "eager"
+
+
+def test_full_configs_scale_steps_to_the_global_batch_and_log_the_parity(tmp_path):
+    recipe = load_recipe()
+    runs = recipe.phase_configs(
+        ["--recipe", "full", "--output_dir", str(tmp_path), "--per_device_train_batch_size", "6", "--bf16", "false"]
+        + ["--use_cpu", "true"]
+    )
+    for _, args, training_args, _ in runs:
+        assert args.authors_global_batch == 3 and args.trainable is None  # prefixes come from phases.py only
+        assert training_args.report_to == ["tensorboard"]
+    name, args, training_args, _ = runs[0]
+    line = recipe.global_batch_plan(name, args, training_args)
+    assert (training_args.max_steps, training_args.warmup_steps, training_args.save_steps) == (7500, 2500, 500)
+    assert "world size 1 × per-device batch 6 × accumulation 1 = global batch 6; 7,500 steps → 45,000 samples" in line
+    assert "the authors: global batch 3 × 15,000 steps = 45,000 samples, 100 % of theirs" in line
+    weights = {name: {e["name"]: e["weight"] for e in a.mixture} for name, a, _, _ in runs}
+    assert weights["1.2"] == {"caer": "size", "ferv39k": "size"}
+    assert weights["2"] == {"mintrec": 0.5, "mintrec2": 0.5}
+
+
+def test_size_weights_draw_entries_as_one_merged_dataset(small_data, tmp_path):
+    recipe = load_recipe()
+    args = recipe.P2EArguments(data_root=str(small_data), mixture=[
+        {"name": "mer", "manifest": "train.jsonl", "weight": "size", "tasks": ["mer"]},
+        {"name": "few", "manifest": "train.jsonl", "weight": "size", "tasks": ["msa"]}])  # fmt: skip
+    _, weights, samples = recipe.training_dataset(args)
+    assert weights == {"mer": 12.0, "few": 12.0} and len(samples) == 24
+
+
+def test_push_to_hub_publishes_each_phase_the_merged_model_and_a_non_empty_adapter(
+    small_data, tiny_dir, tmp_path, monkeypatch
+):
+    from huggingface_hub import HfApi, ModelCard
+    from test_hub_publishing import HubCapture
+
+    capture = HubCapture(tmp_path / "hub")
+    for name in ("create_repo", "create_branch", "create_commit"):
+        monkeypatch.setattr(HfApi, name, getattr(HubCapture, name).__get__(capture))
+    monkeypatch.setattr(ModelCard, "load", classmethod(lambda cls, repo_id, **kw: capture.load_card(repo_id, **kw)))
+    recipe = load_recipe()
+    out = tmp_path / "out"
+    shutil.copytree(tiny_dir, out / "phase_2" / "final")
+    folder = write_recipe(tmp_path / "recipe", steps=1)
+    (folder / "phase_3.yaml").write_text(
+        (folder / "phase_3.yaml").read_text().replace("evaluate: true", "use_dora: true")
+    )
+    argv = ["--recipe", str(folder), "--phase", "3", "--feature_cache", "none", "--data_root", str(small_data),
+            "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "org/nx"]  # fmt: skip
+    assert recipe.main(argv) == 0
+    pushed = {commit.repo_id: commit for commit in capture.commits}
+    assert set(pushed) == {"org/nx-phase-3", "org/nx-phase-3-adapter", "org/nx"}
+    for repo in ("org/nx-phase-3", "org/nx"):
+        assert {"config.json", "model.safetensors", "processor_config.json", "README.md"} <= set(pushed[repo].files)
+        assert load_strict(pushed[repo].folder)  # complete and loadable
+    adapter = pushed["org/nx-phase-3-adapter"]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(adapter.files)
+    config = json.loads((adapter.folder / "adapter_config.json").read_text())
+    assert config["use_dora"] is True and "fusion_encoder" in config["modules_to_save"]
+    from safetensors import safe_open
+
+    with safe_open(str(adapter.folder / "adapter_model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    assert (
+        any("lora_A" in k for k in keys)
+        and any("lora_magnitude" in k for k in keys)
+        and any("fusion_encoder" in k for k in keys)
+    )
+    summary = json.loads((out / "final" / "training_summary.json").read_text())
+    assert summary["phases"][-1]["name"] == "3"
