@@ -1,7 +1,7 @@
 # Copyright 2026 The Nano-EmoX project authors. Licensed under the Apache License, Version 2.0.
 """Processor throughput: one 16 s 1280×720 clip with speech → every processor output, on this machine.
 
-    python benchmarks/bench_processor.py [--repeats 10] [--face-detector opencv-haar] [--detection-size 320]
+    python benchmarks/bench_processor.py [--repeats 10] [--face-detector mtcnn] [--detection-size 640]
 
 The clip is generated (a real face photograph panning slowly, a synthetic voice) and processed with the full-size
 settings (CLIP and face crops at 224 px, 8 frames, 8 × 2 s of audio). Reports clips/s, the time of each stage and the
@@ -33,9 +33,9 @@ write_clip(sys.argv[1], frames, fps=25, audio=synthetic_voice(16.0), channels=2)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10, help="timed runs (after one warm-up run)")
-    parser.add_argument("--face-detector", default="opencv-haar", help="detector of the processor")
+    parser.add_argument("--face-detector", default="mtcnn", help="detector of the processor")
     parser.add_argument(
-        "--detection-size", type=int, default=320, help="longest side frames are shrunk to for detection"
+        "--detection-size", type=int, default=640, help="longest side frames are shrunk to for detection"
     )
     args = parser.parse_args()
 

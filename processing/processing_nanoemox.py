@@ -41,7 +41,7 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
-from .face_detection_nanoemox import FaceDetector, build_face_detector
+from .face_detection_nanoemox import DEFAULT_FACE_DETECTOR, FACE_SOURCES, FaceDetector, build_face_detector
 from .prompts_authors_nanoemox import (
     AUTHORS_TARGET_END,
     AUTHORS_TASK_SPECS,
@@ -68,8 +68,6 @@ STYLE_DEFAULTS = {
     "chat": {"frame_resize": "center_crop", "audio_normalization": "per_clip"},
     "authors": {"frame_resize": "squash", "audio_normalization": "joint"},
 }
-# `face_source` codes: where each frame's face crop comes from.
-FACE_SOURCES = ("none", "detected", "completed")
 # Audio files longer than this are read clip by clip (seeking) instead of whole.
 AUDIO_SEEK_THRESHOLD_SECONDS = 120.0
 # ERG dialogues keep at most this many of their newest turns (the budget usually keeps fewer).
@@ -168,8 +166,10 @@ class NanoEmoXProcessor(ProcessorMixin):
         num_audio_clips (`int`, defaults to 8) and audio_clip_seconds (`float`, defaults to 2.0): audio windows.
         num_video_tokens, num_audio_tokens, num_face_tokens, num_fusion_tokens (`int`): placeholder expansion; must
             equal the model config's counts.
-        face_detector (`str`, defaults to `"opencv-haar"`): detector name, see `FACE_DETECTORS`.
-        face_detection_max_side (`int`, defaults to 320): frames are shrunk to this longest side for detection.
+        face_detector (`str`, defaults to `"mtcnn"`): detector name, see `FACE_DETECTORS` (chosen by
+            `benchmarks/bench_faces.py`).
+        face_detection_max_side (`int`, defaults to 640): frames larger than this are shrunk to it for detection;
+            smaller ones are searched at full resolution.
         face_margin (`float`, defaults to 0.25): margin around a face, as a fraction of its size on each side.
         max_frame_side (`int`, defaults to 1280): decoded frames are capped to this longest side (memory bound).
         max_length (`int`, defaults to 1024): token budget per sample, prompt and answer together.
@@ -204,8 +204,8 @@ class NanoEmoXProcessor(ProcessorMixin):
         num_audio_tokens: int = 32,
         num_face_tokens: int = 4,
         num_fusion_tokens: int = 1,
-        face_detector: str = "opencv-haar",
-        face_detection_max_side: int = 320,
+        face_detector: str = DEFAULT_FACE_DETECTOR,
+        face_detection_max_side: int = 640,
         face_margin: float = 0.25,
         max_frame_side: int = 1280,
         max_length: int = 1024,
@@ -324,11 +324,10 @@ class NanoEmoXProcessor(ProcessorMixin):
     def detector(self) -> FaceDetector:
         """The face detector, built once per thread (detectors hold native state that is neither picklable nor
         guaranteed thread-safe, and the processor itself must stay serialisable)."""
-        kwargs = {"max_side": self.face_detection_max_side} if self.face_detector == "opencv-haar" else {}
-        key = (self.face_detector, tuple(sorted(kwargs.items())))
+        key = (self.face_detector, self.face_detection_max_side)
         cache = _DETECTORS.__dict__.setdefault("by_key", {})
         if key not in cache:
-            cache[key] = build_face_detector(self.face_detector, **kwargs)
+            cache[key] = build_face_detector(self.face_detector, max_side=self.face_detection_max_side)
         return cache[key]
 
     def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
@@ -416,11 +415,16 @@ class NanoEmoXProcessor(ProcessorMixin):
         sizes = np.cumsum([track.size for track in tracks])[:-1]
         return [part.reshape(track.shape) for part, track in zip(np.split(normed, sizes), tracks)]
 
-    def _prepare_faces(self, decoded, supplied_faces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Face crops → `(pixel_values (T, 3, S, S), crop boxes (T, 4) in original pixels, detected (T,))`."""
+    def _prepare_faces(self, decoded, supplied_faces) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """
+        Face crops of one video → `(pixel_values (T, 3, S, S), face_boxes (T, 4), crop_boxes (T, 4), face_source (T,))`:
+        the face and the region cropped (x, y, w, h in original-frame pixels) and codes into `FACE_SOURCES`. The main
+        face is tracked over the clip; frames where the detector missed it take the box completed from their
+        neighbours (source "completed"); a clip with no face at all gives whole frames (source "none").
+        """
         import cv2
 
-        from .face_detection_nanoemox import crop_faces, track_main_face
+        from .face_detection_nanoemox import detect_and_track
         from .media_nanoemox import load_face_crops, sample_indices
 
         size = self.face_image_processor.size["height"]
@@ -428,23 +432,19 @@ class NanoEmoXProcessor(ProcessorMixin):
             crops = load_face_crops(supplied_faces)
             crops = crops[sample_indices(len(crops), self.num_frames)]
             crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
-            # The caller cropped: the boxes cover the whole frame since where the face was is unknown.
+            # The caller's crop is the face; where it lay in the frame is unknown, so both boxes are the whole frame.
             height, width = decoded.original_size
-            boxes = np.tile(np.array([0, 0, width, height], np.float32), (self.num_frames, 1))
-            detected = np.ones(self.num_frames, dtype=bool)
+            face_boxes = crop_boxes = np.tile(np.array([0, 0, width, height], np.float32), (self.num_frames, 1))
+            source = np.full(self.num_frames, FACE_SOURCES.index("detected"), np.int64)
         else:
-            detections = [self.detector.detect(frame) for frame in decoded.frames]
-            face_crops = crop_faces(decoded.frames, track_main_face(detections), size, self.face_margin)
-            crops, boxes, detected = face_crops.crops, face_crops.boxes * decoded.scale, face_crops.detected
+            # The processor reports a clip without any face itself (one warning per batch, naming the samples).
+            track = detect_and_track(decoded.frames, self.detector, size=size, margin=self.face_margin, warn=False)
+            crops = track.crops
+            face_boxes = (track.face_boxes * decoded.scale).astype(np.float32)
+            crop_boxes = (track.crop_boxes * decoded.scale).astype(np.float32)
+            source = np.array([FACE_SOURCES.index(kind) for kind in track.source], np.int64)
         pixel_values = self.face_image_processor(list(crops), return_tensors="np")["pixel_values"]
-        return pixel_values, boxes, detected
-
-    @staticmethod
-    def _face_info(crop_boxes: np.ndarray, detected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`(face_boxes (T, 4), face_source (T,))` of a video's crops. For now the face box is the cropped region and
-        the source says only whether the detector (or the caller) found the face there."""
-        source = np.where(detected, FACE_SOURCES.index("detected"), FACE_SOURCES.index("none")).astype(np.int64)
-        return crop_boxes.astype(np.float32), source
+        return pixel_values, face_boxes, crop_boxes, source
 
     def _prepare_frames(self, decoded, frame_resize: str | None = None) -> np.ndarray:
         import cv2
@@ -482,12 +482,9 @@ class NanoEmoXProcessor(ProcessorMixin):
         else:
             item.pixel_values = self._prepare_frames(decoded, frame_resize)
             if use_faces:
-                item.faces, item.crop_boxes, detected = self._prepare_faces(decoded, faces)
-                item.face_boxes, item.face_source = self._face_info(item.crop_boxes, detected)
-                if not detected.any():
+                item.faces, item.face_boxes, item.crop_boxes, item.face_source = self._prepare_faces(decoded, faces)
+                if not (item.face_source != FACE_SOURCES.index("none")).any():
                     item.notes.append("no face found in any frame; the face branch sees whole frames")
-                elif not detected.all():
-                    item.notes.append(f"no face found in {int((~detected).sum())} of {len(detected)} frames")
         if load_audio_from_video:
             if isinstance(video, (str, os.PathLike)) and os.path.isdir(video):
                 item.notes.append("a folder of frames has no audio track; continuing without audio")

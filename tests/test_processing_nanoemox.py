@@ -231,7 +231,7 @@ def test_chat_template_is_saved_and_loaded(tiny_processor, tmp_path):
     assert "<|emox_video|>" in saved and "{%- generation -%}" in saved
     loaded = AutoProcessor.from_pretrained(tmp_path)
     assert type(loaded) is NanoEmoXProcessor and loaded.chat_template == tiny_processor.chat_template
-    assert (loaded.num_frames, loaded.num_video_tokens, loaded.face_detector) == (8, 8, "opencv-haar")
+    assert (loaded.num_frames, loaded.num_video_tokens, loaded.face_detector) == (8, 8, "mtcnn")
     assert loaded.face_image_processor.image_mean == pytest.approx([0.485, 0.456, 0.406])
     a = tiny_processor.prepare_task("mer", text="same")
     b = loaded.prepare_task("mer", text="same")
@@ -824,3 +824,24 @@ def test_audio_normalization_per_clip_or_joint(tiny_processor):
     assert together[0].std() > 3 * together[1].std()  # one set of statistics for both tracks
     raw = np.stack([tiny_processor._load_audio((w, 16000), None) for w in (loud, quiet)])
     np.testing.assert_allclose(together, (raw - raw.mean()) / np.sqrt(raw.var() + 1e-7), atol=1e-4)
+
+
+def test_astronaut_clip_gives_honest_face_boxes_in_original_pixels(tiny_processor, tmp_path):
+    """Issue 13: through the processor, `face_boxes` is the face (IoU ≥ 0.5 with the known box in all 8 frames of a
+    clip made from scikit-image's astronaut, x, y, w, h = 178, 83, 95, 95), `crop_boxes` the larger region around
+    it, and every frame's `face_source` is "detected"."""
+    from modeling_nanoemox.synthetic import write_clip
+    from nanoemox_processing.face_detection_nanoemox import FACE_SOURCES, box_iou
+
+    data = pytest.importorskip("skimage.data")
+    frames = np.repeat(data.astronaut()[None], 8, axis=0)
+    write_clip(tmp_path / "astronaut.mp4", frames, fps=8)
+    messages = tiny_processor.build_task_messages("mer", video=str(tmp_path / "astronaut.mp4"))
+    inputs = tiny_processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_face_info=True
+    )
+    faces, crops = inputs["face_boxes"][0].numpy(), inputs["crop_boxes"][0].numpy()
+    truth = np.array([178, 83, 95, 95], np.float32)
+    assert all(box_iou(truth, box[None])[0] >= 0.5 for box in faces)
+    assert (crops[:, 2] > faces[:, 2]).all() and (crops[:, :2] <= faces[:, :2]).all()
+    assert [FACE_SOURCES[code] for code in inputs["face_source"][0].tolist()] == ["detected"] * 8
