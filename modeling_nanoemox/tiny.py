@@ -72,10 +72,10 @@ def build_tiny_tokenizer(
 
 
 def build_tiny(
-    seed: int = 0, extra_texts: Iterable[str] = ()
+    seed: int = 0, extra_texts: Iterable[str] = (), **processor_kwargs
 ) -> tuple[NanoEmoXForConditionalGeneration, NanoEmoXProcessor]:
     """Builds the tiny model (random weights from `seed`) and its processor; `extra_texts` as in
-    [`build_tiny_tokenizer`]."""
+    [`build_tiny_tokenizer`]; `processor_kwargs` (e.g. `system_prompt`, `audio_clip_seconds`) go to the processor."""
     tokenizer = build_tiny_tokenizer(extra_texts=extra_texts)
     token_ids = {f"{m}_token_id": tokenizer.convert_tokens_to_ids(getattr(tokenizer, f"{m}_token"))
                  for m in ("video", "audio", "face", "fusion")}  # fmt: skip
@@ -87,7 +87,7 @@ def build_tiny(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.suppress_tokens = sorted(config.modality_token_ids.values())
-    processor = NanoEmoXProcessor.from_model_config(config, tokenizer, max_length=512)
+    processor = NanoEmoXProcessor.from_model_config(config, tokenizer, **{"max_length": 512, **processor_kwargs})
     return model, processor
 
 

@@ -373,3 +373,27 @@ def test_the_word_banks_make_the_embedded_tokenizer_shorter():
         return sum(len(tokenizer(text)["input_ids"]) for text in texts)
 
     assert count(embedded) < 0.8 * count(plain)
+
+
+def test_face_crops_follow_the_drawn_face(tmp_path):
+    """Each clip's face track is written as the manifest's `faces` (the processor then needs no detector), cropped
+    around the face the renderer drew, and `after_render` runs once per clip with the clip's paths."""
+    from embedded.dataset import FACE_CROP_SIZE, expression_frames, face_box
+
+    seen = []
+    built = build_synthetic_dataset(
+        tmp_path, num_train=6, num_test=6, seed=1, image_size=64, fps=4,
+        after_render=lambda path, faces: seen.append((Path(path).name, Path(faces).name)) or len(seen),
+    )  # fmt: skip
+    samples, _ = load_manifest(tmp_path / "train.jsonl")
+    assert len(seen) == 12 and len(built["rendered"]) == 12
+    for sample in samples:
+        crops = np.load(sample.faces)
+        assert crops.shape == (8, FACE_CROP_SIZE, FACE_CROP_SIZE, 3) and crops.dtype == np.uint8
+    identity = Identity.sample(np.random.default_rng(0))
+    frames, boxes = expression_frames(identity, "happy", num_frames=4, fps=4, size=64, return_boxes=True)
+    x, y, w, h = boxes[0]
+    assert 0 < x < 32 < x + w < 64 and 0 < y < 32 < y + h < 64  # the face sits around the frame centre
+    assert np.allclose(face_box(identity, 64), boxes[0], atol=2)  # head bob: at most a pixel or two
+    skin = frames[0, int(y + h / 2), int(x + w / 2)].astype(int)
+    assert np.abs(skin - np.array(identity.background)).sum() > 30  # inside the box is face, not background

@@ -11,6 +11,7 @@ with `recipes/` on `sys.path` (where a script in `recipes/` runs).
 | `train.jsonl`         | training manifest (`modeling_nanoemox.data.manifest`), media paths relative to the folder |
 | `test.jsonl`          | held-out manifest: other people, and other slot words in every sentence              |
 | `media/{split}/*.mkv` | one clip per sample: lossless FFV1 video, 16 kHz PCM voice (`.mp4`: H.264 + AAC)  |
+| `media/{split}/*.faces.npy` | the clip's face track, cropped (the manifest's `faces`: no detector needed)     |
 | `cues.jsonl`          | per sample what each modality shows (face, voice, utterance, intent) and the scene type |
 | `chance.json`         | chance level of every classification metric on the test split (below)               |
 | `summary.json`        | counts per split / task / label / scene type, the people, the chance baselines, the time |
@@ -400,6 +401,16 @@ def render_face(
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def face_box(identity: Identity, size: int = 112, head: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Where [`render_face`] draws the face of `identity`: `(x, y, w, h)` in pixels of a `size` frame, the box of
+    the face ellipse (forehead to chin, cheek to cheek), as a face detector would report it."""
+    cx = size * (0.5 + identity.offset[0] + head[0])
+    cy = size * (0.52 + identity.offset[1] + head[1])
+    fw = size * identity.face_width
+    fh = fw * identity.aspect
+    return np.array([cx - fw, cy - fh, 2 * fw, 2 * fh], np.float32)
+
+
 def expression_frames(
     identity: Identity,
     emotion: str,
@@ -409,13 +420,15 @@ def expression_frames(
     size: int = 112,
     syllables_per_second: float = 4.0,
     seed: int = 0,
-) -> np.ndarray:
+    return_boxes: bool = False,
+):
     """
     A talking-head clip: the expression of `emotion` at `intensity`, with a head bob, one blink and the mouth
     moving at the voice's syllable rate.
 
     Returns:
-        `np.ndarray` of shape `(num_frames, size, size, 3)`, `uint8` RGB.
+        `np.ndarray` of shape `(num_frames, size, size, 3)`, `uint8` RGB; with `return_boxes`, also the face box of
+        every frame ([`face_box`]), `(num_frames, 4)`.
     """
     if emotion not in EXPRESSIONS:
         raise ValueError(f"emotion must be one of {EMOTIONS}, got {emotion!r}.")
@@ -425,6 +438,7 @@ def expression_frames(
     bob_hz = rng.uniform(0.8, 1.5)
     blink_at = int(rng.integers(2, max(3, num_frames - 2)))
     frames = np.empty((num_frames, size, size, 3), np.uint8)
+    boxes = np.empty((num_frames, 4), np.float32)
     for index in range(num_frames):
         t = index / fps
         head = (
@@ -435,7 +449,8 @@ def expression_frames(
         # Same syllable envelope as `synthetic_voice`, so lips and voice move together.
         talk = 0.18 * min(1.0, 1.4 * math.sin(math.pi * syllables_per_second * t) ** 2)
         frames[index] = render_face(identity, expression, size, head, eyelid, talk)
-    return frames
+        boxes[index] = face_box(identity, size, head)
+    return (frames, boxes) if return_boxes else frames
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -746,12 +761,13 @@ class Scene:
             "intent": self.intent, "utterance": self.utterance, "seed": self.seed,
         }  # fmt: skip
 
-    def to_sample(self, media_path: str) -> Sample:
+    def to_sample(self, media_path: str, faces_path: str | None = None) -> Sample:
         return Sample(
             id=self.id,
             task=self.task,
             dataset=f"synthetic-{self.task}",
             video=media_path,
+            faces=faces_path,
             text=self.text,
             history=self.history,
             candidates=self.candidates,
@@ -920,11 +936,19 @@ def _dialogue(scene: Scene, rng: np.random.Generator) -> None:
     scene.reference = {"emotion": emotion, **fields, "response": reply}
 
 
-def _render(job: tuple) -> None:
-    """Writes one clip; a module-level function of plain arguments so that worker processes can run it."""
-    face, voice, intensity, seed, identity, path, image_size, fps, seconds, media_format = job
+# Called in the worker with each written clip's path, set by `build_synthetic_dataset(after_render=...)` (a module
+# global, which forked workers inherit: a closure could not be sent to them).
+_AFTER_RENDER = None
+FACE_CROP_SIZE = 48  # side of the stored face crops (the processor resizes them to its face encoder's size)
+FACE_MARGIN = 0.25  # as the processor's default `face_margin`
+
+
+def _render(job: tuple):
+    """Writes one clip (and its face crops); a module-level function of plain arguments so that worker processes
+    can run it. Returns `after_render(path)` when one is set."""
+    face, voice, intensity, seed, identity, path, image_size, fps, seconds, media_format, faces_path = job
     prosody = prosody_for(voice, intensity)
-    frames = expression_frames(
+    frames, boxes = expression_frames(
         identity,
         face,
         intensity,
@@ -933,26 +957,47 @@ def _render(job: tuple) -> None:
         size=image_size,
         syllables_per_second=prosody.syllables_per_second,
         seed=seed,
+        return_boxes=True,
     )
     audio = emotional_voice(voice, identity.pitch_hz, seconds, SAMPLING_RATE, intensity, seed=seed)
     video_codec, audio_codec = MEDIA_FORMATS[media_format]
     write_clip(path, frames, fps, audio, SAMPLING_RATE, video_codec=video_codec, audio_codec=audio_codec)
+    if faces_path is not None:
+        from nanoemox_processing.face_detection_nanoemox import crop_faces
+
+        # The face track the renderer knows (what OpenFace-style preprocessing gives real datasets), cropped as the
+        # processor crops detected faces.
+        np.save(faces_path, crop_faces(frames, list(boxes), FACE_CROP_SIZE, FACE_MARGIN).crops, allow_pickle=False)
+    return None if _AFTER_RENDER is None else _AFTER_RENDER(path, faces_path)
 
 
-def _render_all(jobs: list[tuple], num_workers: int) -> None:
-    if num_workers <= 1 or len(jobs) < 2 * num_workers:
-        for job in jobs:
-            _render(job)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _render_all(jobs: list[tuple], num_workers: int, after_render=None, progress=None) -> list:
+    """Renders every job (in `num_workers` forked processes); returns the `after_render` results in job order."""
+    global _AFTER_RENDER
+    _AFTER_RENDER = after_render
+    try:
+        if num_workers <= 1 or len(jobs) < 2 * num_workers:
+            results = []
+            for job in jobs:
+                results.append(_render(job))
+                if progress is not None:
+                    progress.update(1)
+            return results
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    # Fork: workers inherit the imported modules (spawning would re-import torch and transformers in each). Clips do
-    # not depend on which worker draws them (each has its own seed).
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(num_workers, mp_context=context) as pool:
-        for _ in pool.map(_render, jobs, chunksize=8):
-            pass
+        # Fork: workers inherit the imported modules (spawning would re-import torch and transformers in each). Clips
+        # do not depend on which worker draws them (each has its own seed).
+        context = multiprocessing.get_context("fork")
+        results = []
+        with ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+            for result in pool.map(_render, jobs, chunksize=4):
+                results.append(result)
+                if progress is not None:
+                    progress.update(1)
+        return results
+    finally:
+        _AFTER_RENDER = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1067,6 +1112,9 @@ def build_synthetic_dataset(
     emotion_wheel=None,
     media_format: str = "mkv",
     num_workers: int = 1,
+    face_crops: bool = True,
+    after_render=None,
+    progress=None,
 ) -> dict:
     """
     Generates the embedded run's dataset (module docstring) under `output_dir`. Deterministic for a seed: the same
@@ -1087,10 +1135,18 @@ def build_synthetic_dataset(
         emotion_wheel: emotion-wheel folder; given, the chance levels include mer `hit_rate` and ovmer.
         media_format: `"mkv"` (lossless FFV1 video + PCM audio, fast) or `"mp4"` (H.264 + AAC), see `MEDIA_FORMATS`.
         num_workers: processes rendering clips (default 1; more help only on an otherwise idle machine).
+        face_crops: also write each clip's face track, cropped as the processor crops a detected face, as
+            `media/{split}/<id>.faces.npy` `(frames, 48, 48, 3)` and name it in the manifest's `faces` field (real
+            emotion datasets ship OpenFace crops the same way): the processor then needs no face detector, which on
+            these drawn faces misses about a third of the frames.
+        after_render: a function of a written clip's path and its face crops' path (or None), called in the worker right after the clip is written
+            (e.g. to decode it while the next one is drawn); its results come back as `rendered`, by sample id.
+        progress: a `tqdm`-like object whose `update(1)` is called per clip.
 
     Returns:
         `dict` with `train`, `test`, `cues`, `chance`, `summary` (paths), `counts` (`{split: {task: n}}`),
-        `chance_levels` (`{task: {metric: value}}`, as in `chance.json`) and `seconds` (generation time).
+        `chance_levels` (`{task: {metric: value}}`, as in `chance.json`), `seconds` (generation time) and, with
+        `after_render`, `rendered` (`{sample id: result}`).
     """
     start = time.perf_counter()
     weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
@@ -1121,11 +1177,12 @@ def build_synthetic_dataset(
         samples[split] = []
         for scene in scenes[split]:
             relative = f"media/{split}/{scene.id}.{media_format}"
-            samples[split].append(scene.to_sample(relative))
+            faces = f"media/{split}/{scene.id}.faces.npy" if face_crops else None
+            samples[split].append(scene.to_sample(relative, faces))
             identity = identities[split][scene.identity]
             jobs.append((scene.face, scene.voice, scene.intensity, scene.seed, identity, output_dir / relative,
-                         image_size, fps, seconds, media_format))  # fmt: skip
-    _render_all(jobs, num_workers)
+                         image_size, fps, seconds, media_format, faces and output_dir / faces))  # fmt: skip
+    results = _render_all(jobs, num_workers, after_render, progress)
     paths = {split: write_manifest(samples[split], output_dir / f"{split}.jsonl") for split in SPLITS}
     paths["cues"] = output_dir / "cues.jsonl"
     with paths["cues"].open("w", encoding="utf-8") as handle:
@@ -1156,7 +1213,11 @@ def build_synthetic_dataset(
     paths["summary"] = output_dir / "summary.json"
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     logger.info(f"Generated {num_train} + {num_test} synthetic samples in {elapsed:.1f} s under {output_dir}.")
-    return {**paths, "counts": counts, "chance_levels": chance["chance"], "seconds": elapsed}
+    rendered = {}
+    if after_render is not None:
+        ids = [scene.id for split in SPLITS for scene in scenes[split]]
+        rendered = dict(zip(ids, results))
+    return {**paths, "counts": counts, "chance_levels": chance["chance"], "seconds": elapsed, "rendered": rendered}
 
 
 __all__ = [
@@ -1172,6 +1233,7 @@ __all__ = [
     "chance_levels",
     "emotional_voice",
     "expression_frames",
+    "face_box",
     "label_from_cues",
     "render_face",
     "tokenizer_texts",

@@ -11,10 +11,45 @@ from modeling_nanoemox.tiny import build_tiny
 
 from .dataset import tokenizer_texts
 
+# The embedded run's processor settings (measured in recipes/embedded/pipeline.py's docstring): a one-line system
+# prompt (the default one is 30 of the tiny tokenizer's tokens in every sample) and 8 audio windows of 0.25 s that
+# tile a 2-s clip (8 windows of the default 2 s would all be the same 2 s, 8 times the audio tower's work).
+EMBEDDED_PROCESSOR_SETTINGS = {"system_prompt": "You are Nano-EmoX.", "audio_clip_seconds": 0.25}
+
 
 def build_start_model(seed: int = 0) -> tuple[NanoEmoXForConditionalGeneration, NanoEmoXProcessor]:
-    """`build_tiny(seed)` whose tokenizer is also trained on the generated dataset's word banks (short sequences)."""
-    return build_tiny(seed, extra_texts=tokenizer_texts())
+    """`build_tiny(seed)` whose tokenizer is also trained on the generated dataset's word banks (short sequences),
+    with the embedded run's processor settings (`EMBEDDED_PROCESSOR_SETTINGS`)."""
+    return build_tiny(seed, extra_texts=tokenizer_texts(), **EMBEDDED_PROCESSOR_SETTINGS)
+
+
+def chat_media(processor: NanoEmoXProcessor, samples) -> dict[str, torch.Tensor]:
+    """The raw media tensors of `samples` through the standard chat path, exactly as the feature cache encodes
+    them (`build_task_messages` with the sample's video and face crops, the video's own audio track)."""
+    conversations = [
+        processor.build_task_messages("msa", video=s.video, audio=s.audio, faces=s.faces) for s in samples
+    ]
+    inputs = processor.apply_chat_template(
+        conversations, tokenize=True, return_dict=True, return_tensors="pt", load_audio_from_video=True,
+        max_length=10**6, padding=True,
+    )  # fmt: skip
+    return {key: inputs[key] for key in ("pixel_values_videos", "face_pixel_values", "audio_values")}
+
+
+def tower_features(model: NanoEmoXForConditionalGeneration, media: dict[str, torch.Tensor], batch_size: int = 64):
+    """`{"video", "face", "audio"}` tower outputs of stacked media (one item per sample), in batches."""
+    inner = model.model
+    encoders = {"video": ("pixel_values_videos", inner.get_video_tower_features),
+                "face": ("face_pixel_values", inner.get_face_tower_features),
+                "audio": ("audio_values", inner.get_audio_tower_features)}  # fmt: skip
+    out = {}
+    with torch.inference_mode():
+        for modality, (key, encode) in encoders.items():
+            values = media[key]
+            out[modality] = torch.cat(
+                [encode(values[i : i + batch_size]).float() for i in range(0, len(values), batch_size)]
+            )
+    return out
 
 
 def tower_inputs(processor: NanoEmoXProcessor, videos: list[str], chunk_size: int = 32) -> dict[str, torch.Tensor]:
@@ -37,8 +72,10 @@ def pretrain_towers(
     voice_labels: dict[str, str],
     steps: int = 150,
     batch_size: int = 16,
-    learning_rate: float = 3e-3,
+    learning_rate: float | dict[str, float] = 3e-3,
     seed: int = 0,
+    media: dict[str, torch.Tensor] | None = None,
+    progress=None,
 ) -> dict[str, float]:
     """
     Gives a tiny model's random towers a short supervised pre-training: the vision tower and the face encoder learn
@@ -49,17 +86,25 @@ def pretrain_towers(
     Args:
         samples: manifest samples; those with a video and both labels are used (every one has its own clip).
         face_labels, voice_labels: sample id → the emotion its face / its voice shows (`cues.jsonl`).
+        media: the samples' media tensors (`pixel_values_videos`, `face_pixel_values`, `audio_values`, one item per
+            sample, in `samples` order) when already decoded; decoded here otherwise.
+        learning_rate: one for all, or one per tower (`{"video": …, "face": …, "audio": …}`).
+        progress: a `tqdm`-like object whose `update(1)` is called per step.
 
     Returns:
         The probes' final training accuracy per tower.
     """
     inner = model.model
-    samples = [s for s in samples if s.video is not None and s.id in face_labels and s.id in voice_labels]
-    if not samples:
+    keep = [i for i, s in enumerate(samples) if s.video is not None and s.id in face_labels and s.id in voice_labels]
+    if not keep:
         raise ValueError("No sample has a video and both face and voice labels.")
+    if media is not None:
+        media = {key: value[keep] for key, value in media.items()}
+    samples = [samples[i] for i in keep]
     classes = sorted({*face_labels.values(), *voice_labels.values()})
     index = {label: i for i, label in enumerate(classes)}
-    media = tower_inputs(processor, [s.video for s in samples])
+    if media is None:
+        media = tower_inputs(processor, [s.video for s in samples])
     frames = media["pixel_values_videos"][:, ::2]  # (N, T/2, 3, S, S): 4 of the 8 frames are enough for a probe
     faces = media["face_pixel_values"][:, ::2]
     audio = media["audio_values"][:, ::4]  # (N, C/4, samples): 2 of the 8 clips
@@ -76,8 +121,12 @@ def pretrain_towers(
     )
     for tower in towers:
         tower.requires_grad_(True)  # eval mode stays: no dropout, and the towers read their layers by index
-    parameters = [p for tower in towers for p in tower.parameters()] + list(probes.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
+    rates = learning_rate if isinstance(learning_rate, dict) else dict.fromkeys(probes, learning_rate)
+    groups = [
+        {"params": [*tower.parameters(), *probes[name].parameters()], "lr": rates[name]}
+        for name, tower in zip(("video", "face", "audio"), towers)
+    ]
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     generator = np.random.default_rng(seed)
     correct = {}
     for _ in range(steps):
@@ -94,6 +143,8 @@ def pretrain_towers(
         loss.backward()
         optimizer.step()
         correct = {m: (logits[m].argmax(-1) == targets[m]).float().mean().item() for m in logits}
+        if progress is not None:
+            progress.update(1)
     for tower in towers:
         tower.requires_grad_(False)
     return correct
