@@ -58,6 +58,7 @@ against the authors' (global batch 3); `authors_global_batch: 3` in the full con
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import json
 import math
@@ -595,7 +596,10 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = Path(runs[0][2].output_dir)
     data_root = runs[0][1].data_root
     start = runs[0][3].model_name_or_path
-    if runs[0][1].recipe == "embedded" and "--config" not in argv and (data_root is None or start is None):
+    embedded = runs[0][1].recipe == "embedded" and "--config" not in argv and (data_root is None or start is None)
+    if embedded:  # recipes/embedded/pipeline.py: data, towers and feature cache once; stage times; its evaluation
+        from embedded.pipeline import CLOCK, evaluate_embedded, prepare_embedded
+
         generated_data, generated_start = distributed.on_main_process(
             lambda: prepare_embedded(output_dir, runs[0][1]), "Preparing the embedded data and start model"
         )
@@ -607,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         return build_feature_cache_only(runs, output_dir)
     pushes = [(training_args.push_to_hub, training_args.hub_model_id) for _, _, training_args, _ in runs]
     for name, args, training_args, model_args in runs:
-        final = run_phase(name, args, training_args, model_args)
+        with CLOCK.stage(f"phase {name}") if embedded else contextlib.nullcontext():
+            final = run_phase(name, args, training_args, model_args)
     if runs[-1][0] != "3":
         return 0
     target = output_dir / "final"
@@ -620,7 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     distributed.on_main_process(copy_final, "Copying the final model")
     if not distributed.is_main_process():
         return 0  # evaluation and publishing are the main process's; no collective follows
-    results = evaluate(output_dir, data_root, runs[-1][1]) if any(args.evaluate for _, args, _, _ in runs) else None
+    evaluate_run = evaluate_embedded if embedded else evaluate
+    results = (
+        evaluate_run(output_dir, data_root, runs[-1][1]) if any(args.evaluate for _, args, _, _ in runs) else None
+    )
     summary = read_training_summary(target) or {"recipe": "p2e", "variant": runs[-1][1].recipe, "phases": []}
     if results is not None:
         summary["evaluation"] = {"split": "test", "checkpoint": "final", "results": {k: v for k, v in results.items()
