@@ -17,14 +17,19 @@ bench_cpu_inference.py`):
 - bf16 on a CPU without native bf16 kernels (no AMX / AVX512-BF16) is converted on the fly: a 1536×8960 matmul ran
   2.5× slower than fp32 at 128 tokens, and a whole `generate` 4.3× slower (issue 16). fp32 is the fast exact dtype
   there; bf16 is chosen on CPUs that have those instructions and on CUDA.
-- int8: `torch.ao`'s dynamic quantization (FBGEMM kernels, int8 weights per output channel, activations quantized
+- int8: `torch.ao`'s dynamic quantization (FBGEMM kernels: int8 weights per output channel, activations quantized
   per call) against torchao 0.18's `Int8DynamicActivationInt8WeightConfig` / `Int8WeightOnlyConfig` in eager mode,
-  on one 1536×8960 linear: at 1 token (decoding) fp32 7.8 ms, torch.ao 1.0 ms, torchao 4-13× slower than fp32; at
-  64 tokens (prefill, towers) fp32 80 ms, torch.ao 37 ms, torchao 1.8-13× slower than fp32 (torchao's CPU speed
-  comes from `torch.compile`, which a CLI cannot afford per call). Importing torchao also makes every
-  `import transformers` load it. `torch.ao.quantization` prints a deprecation notice in torch 2.13 but is still
-  shipped and maintained for this kernel path; the warning is silenced here, and torchao is the migration target
-  once its CPU eager kernels are competitive.
+  one 1536×8960 linear, medians of interleaved runs on the shared (busy) machine, 2 threads: at 1 token (decoding)
+  fp32 8.4 ms, torch.ao 12.3 ms, torchao 33.7 / 104 ms; at 64 tokens (prefill, towers) fp32 128 ms, torch.ao 48 ms,
+  torchao 1726 / 228 ms. With 1 thread (no oversubscription): fp32 7.8 → torch.ao 1.0 ms at 1 token, 80 → 37 ms at
+  64 tokens. torchao's CPU speed comes from `torch.compile`, which a command-line call cannot afford, and once
+  installed every `import transformers` imports it. `torch.ao.quantization` prints a deprecation notice in torch 2.13
+  but ships and works; the notice is silenced here, and torchao is the migration target once its CPU eager kernels
+  are competitive.
+- The language model keeps fp16 weights by default, not int8: FBGEMM quantizes each activation tensor with one
+  7-bit scale, and a trained LLM's activation outliers cost it most of that resolution (SmolLM2-135M-Instruct: top-1
+  next-token agreement with fp32 0.42 with int8, 1.00 with fp16 weights). fp16 holds every bf16 checkpoint value
+  of normal magnitude exactly and halves the bytes read per decoded token.
 - Exact parts: the embeddings (the placeholders' rows included), the modality heads and adapters, the fusion encoder
   and `lm_head` stay in fp32. `lm_head` is tied to the embeddings; quantizing it (`lm_head=True`) unties it and keeps
   an int8 copy beside the fp32 embeddings, which trades 0.23 GB for faster decoding of the 151,936-word vocabulary.
@@ -181,10 +186,12 @@ def quantize_for_cpu(
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
         for root, kind in targets:
-            for module in list(root.modules()):
-                for child_name, child in list(module.named_children()):
-                    if type(child) is nn.Linear:
-                        setattr(module, child_name, _quantize_linear(child, kind))
+            # By name, not a list of modules: a list would keep every replaced layer (and its fp32 copy) alive.
+            names = [name for name, module in root.named_modules() if type(module) is nn.Linear]
+            for name in names:
+                owner, _, leaf = name.rpartition(".")
+                parent = root.get_submodule(owner)
+                setattr(parent, leaf, _quantize_linear(getattr(parent, leaf), kind))
         if lm_head:
             model.lm_head = _quantize_linear(model.lm_head, language_model)
     model.float()
