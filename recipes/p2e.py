@@ -215,31 +215,6 @@ def phase_configs(argv: list[str]) -> list[tuple[str, P2EArguments, SFTConfig, M
     return runs
 
 
-def prepare_embedded(output_dir: Path, args: P2EArguments) -> tuple[str, str]:
-    """Generates the embedded dataset and a tiny start model (once); returns (data_root, start model folder)."""
-    from embedded.dataset import build_synthetic_dataset
-    from embedded.towers import build_start_model, pretrain_towers
-
-    data_root = output_dir / "data"
-    if not (data_root / "train.jsonl").is_file():
-        build_synthetic_dataset(data_root, num_train=args.num_train_samples, num_test=args.num_test_samples, seed=0)
-    start = output_dir / "start"
-    if not saved_model_complete(start):  # absent, or a build killed half-way: (re)build it
-        # The released towers come pretrained; the tiny ones get a short supervised pre-training on the generated
-        # training split instead (embedded.towers.pretrain_towers), then stay frozen like the real ones.
-        model, processor = build_start_model(seed=0)
-        samples, _ = load_manifest(data_root / "train.jsonl")
-        cues = [json.loads(line) for line in (data_root / "cues.jsonl").read_text().splitlines()]
-        accuracy = pretrain_towers(
-            model, processor, samples, {c["id"]: c["face"] for c in cues}, {c["id"]: c["voice"] for c in cues}
-        )
-        logger.warning(f"Tiny towers pre-trained (probe accuracy on the training split: {accuracy}).")
-        save_folder_atomically(
-            start, lambda folder: (model.save_pretrained(folder), processor.save_pretrained(folder))
-        )
-    return str(data_root), str(start)
-
-
 def training_dataset(args: P2EArguments) -> tuple[Dataset, dict[str, float], list]:
     """
     The phase's mixture as one dataset (its `dataset` column names the mixture entry), the weights, the samples.

@@ -55,7 +55,10 @@ def write_counting_video(path, seconds: int, fps: int = 2, size: int = 32) -> Pa
 def remux_live(source, target, container_format: str = "matroska") -> Path:
     """Copies the packets into a live Matroska/WebM file: no duration, no cues (what a recorder's stream looks
     like), written with `options={"live": "1"}`."""
-    with av.open(str(source)) as reader, av.open(str(target), "w", format=container_format, options={"live": "1"}) as out:
+    with (
+        av.open(str(source)) as reader,
+        av.open(str(target), "w", format=container_format, options={"live": "1"}) as out,
+    ):
         streams = {stream.index: out.add_stream_from_template(stream) for stream in reader.streams}
         for packet in reader.demux():
             if packet.dts is None:
@@ -81,11 +84,14 @@ def rotate_mp4(source, target, degrees: int) -> Path:
     at = data.find(b"tkhd")
     assert data[at + 4] == 0  # version 0 header
     offset = at + 4 + 4 + 20 + 8 + 8
-    one, matrices = 0x10000, {
-        90: (0, 1, 0, -1, 0, 0),
-        180: (-1, 0, 0, 0, -1, 0),
-        270: (0, -1, 0, 1, 0, 0),
-    }
+    one, matrices = (
+        0x10000,
+        {
+            90: (0, 1, 0, -1, 0, 0),
+            180: (-1, 0, 0, 0, -1, 0),
+            270: (0, -1, 0, 1, 0, 0),
+        },
+    )
     a, b, _, c, d, _ = matrices[degrees]
     data[offset : offset + 36] = struct.pack(">9i", a * one, b * one, 0, c * one, d * one, 0, 0, 0, 0x40000000)
     Path(target).write_bytes(bytes(data))

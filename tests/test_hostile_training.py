@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_training import load_recipe, small_data, write_recipe  # noqa: F401 - the fixture is reused
 
 from modeling_nanoemox.training.curriculum import (
     checkpoint_intact,
@@ -16,7 +17,6 @@ from modeling_nanoemox.training.curriculum import (
     save_folder_atomically,
     saved_model_complete,
 )
-from test_training import load_recipe, small_data, write_recipe  # noqa: F401 - the fixture is reused
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
@@ -86,7 +86,7 @@ def test_an_interrupted_atomic_save_leaves_the_old_folder(tmp_path):
     assert (target / "a").read_text() == "new" and not (tmp_path / "final.partial").exists()
 
 
-def test_relaunch_after_a_kill_during_saves_resumes_from_the_newest_intact_checkpoint(small_data, tiny_dir, tmp_path):
+def test_relaunch_after_a_kill_during_saves_resumes_from_the_newest_intact_checkpoint(small_data, tiny_dir, tmp_path):  # noqa: F811
     recipe = load_recipe()
     out = tmp_path / "out"
     base = ["--recipe", str(write_recipe(tmp_path / "recipe", steps=4, save_steps=2)), "--phase", "1.1",
@@ -103,20 +103,28 @@ def test_relaunch_after_a_kill_during_saves_resumes_from_the_newest_intact_check
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3, 4]
 
 
-def test_a_start_folder_without_weights_is_rebuilt(tiny, tmp_path, monkeypatch):
-    import modeling_nanoemox.tiny as tiny_module
+def test_a_start_folder_without_weights_is_rebuilt(tiny_dir, tmp_path, monkeypatch):
+    """The embedded default's start model: a folder killed before its weights were written is built again; a
+    complete one is kept."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "recipes"))  # as a recipe script imports it
+    import embedded.towers
+    from embedded.pipeline import StageClock, prepare
 
-    recipe = load_recipe()
+    class Rebuilt(Exception):
+        pass
+
+    def build_start_model(seed=0):
+        raise Rebuilt
+
+    monkeypatch.setattr(embedded.towers, "build_start_model", build_start_model)
     out = tmp_path / "out"
     (out / "data").mkdir(parents=True)
-    (out / "data" / "train.jsonl").write_text(json.dumps({"id": "a", "task": "msa", "text": "hi"}) + "\n")
-    (out / "data" / "cues.jsonl").write_text(json.dumps({"id": "a", "face": 0, "voice": 0}) + "\n")
+    (out / "data" / "test.jsonl").write_text(json.dumps({"id": "a", "task": "msa", "text": "hi"}) + "\n")
     (out / "start").mkdir()
-    (out / "start" / "config.json").write_text(json.dumps(tiny[0].config.to_dict()))  # killed before the weights
-    built = []
-    monkeypatch.setattr(tiny_module, "build_tiny", lambda seed=0: built.append(seed) or tiny)
-    monkeypatch.setattr(tiny_module, "pretrain_towers", lambda *args, **kwargs: 1.0)
-    _, start = recipe.prepare_embedded(out, None)
-    assert built == [0] and saved_model_complete(Path(start))
-    recipe.prepare_embedded(out, None)
-    assert built == [0]  # complete now: not rebuilt
+    shutil.copy(tiny_dir / "config.json", out / "start" / "config.json")  # killed before the weights
+    args = type("Args", (), {"feature_cache": "none"})()
+    with pytest.raises(Rebuilt):
+        prepare(out, args, StageClock())
+    shutil.rmtree(out / "start")
+    shutil.copytree(tiny_dir, out / "start")
+    assert prepare(out, args, StageClock()) == (str(out / "data"), str(out / "start"))  # complete: not rebuilt
