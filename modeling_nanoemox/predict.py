@@ -89,18 +89,34 @@ def check_model_folder(model_id: str) -> None:
         raise ValueError(f"{folder} has no processor ({' or '.join(PROCESSOR_FILES)}).{hint}")
 
 
-def load(model_id: str, device: str | None = None, dtype: str = "auto"):
-    """Loads a Nano-EmoX folder or Hub id through the public Auto classes; returns `(model, processor)`."""
+def load(model_id: str, device: str | None = None, dtype: str = "auto", quantize: str | None = None):
+    """
+    Loads a Nano-EmoX folder or Hub id through the public Auto classes; returns `(model, processor)`.
+
+    `dtype="auto"` is the fastest correct dtype on the device (`default_inference_dtype`: fp32 on a CPU without native
+    bf16, where a bf16 checkpoint would run 4.3× slower; bf16 on CUDA), not transformers' "the checkpoint's dtype".
+    `quantize="int8"` (CPU only) applies `quantize_for_cpu`. On a CPU the intra-op threads are set to the physical cores.
+    """
     import torch
     from transformers import AutoModel, AutoProcessor
+
+    from .quantization_nanoemox import configure_cpu_threads, default_inference_dtype, quantize_for_cpu
 
     check_model_id(model_id)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(device)
-    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        dtype
-    ]
+    on_cpu = torch.device(device).type == "cpu"
+    if quantize is not None and not on_cpu:
+        raise ValueError(f"--quantize {quantize} is for CPU inference; got --device {device}.")
+    if on_cpu:
+        configure_cpu_threads()
+    if quantize is not None and dtype == "auto":
+        torch_dtype = "auto"  # the checkpoint's own dtype: quantize_for_cpu sets the dtype of every part
+    elif dtype == "auto":
+        torch_dtype = default_inference_dtype(device)
+    else:
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=torch_dtype)
         processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
@@ -113,6 +129,8 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto"):
         if Path(model_id).expanduser().is_dir():
             raise
         raise OSError(f"no such model folder or Hub id: {model_id} ({' '.join(str(error).split())[:200]})") from None
+    if quantize is not None:
+        model = quantize_for_cpu(model, quantize)
     return model.to(device).eval(), processor
 
 
@@ -169,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).exists():
             raise OSError(f"{option} {value}: no such file.")
     candidates = [label.strip() for label in args.candidates.split(",") if label.strip()] if args.candidates else None
-    model, processor = load(args.model, args.device, args.dtype)
+    model, processor = load(args.model, args.device, args.dtype, args.quantize)
     result = predict(
         model,
         processor,
@@ -182,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         load_audio_from_video=not args.no_video_audio,
     )
+    result["dtype"], result["quantize"] = str(model.dtype).removeprefix("torch."), args.quantize
     sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n" if args.json else result["answer"] + "\n")
     return 0
 
@@ -210,6 +229,16 @@ def register(commands) -> None:
         help="Generation budget (default 128, clamped to the context).",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="auto (default): bf16 on CUDA and on CPUs with native bf16, fp32 on other CPUs.",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="CPU only: int8 towers and a lighter LLM (torch.ao dynamic quantization); see the README's CPU inference.",
+    )
     parser.add_argument("--json", action="store_true", help="Print answer, face boxes, fusion gates and timings.")
     parser.set_defaults(handler=_run)
