@@ -683,3 +683,13 @@ def test_page_in_chromium(server, media, browser_page, tmp_path):
     assert page.locator("#answer textarea").input_value().strip()
     assert page.locator("#faces img").count() >= 1
     assert server["process"].poll() is None
+
+
+def test_quantized_cpu_demo_and_refused_gpu_quantization(app_module, tiny_dir):
+    """Issue 16: `--quantize int8` serves the library's CPU path (the towers' linears become dynamically quantized);
+    asking for it on another device is a clear error."""
+    app = app_module.NanoEmoXDemo(app_module.ServedModel(str(tiny_dir), "given"), device="cpu", quantize="int8")
+    kinds = {type(m).__module__ for m in app.model.model.vision_tower.modules() if type(m).__name__ == "Linear"}
+    assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear"}, kinds
+    with pytest.raises(ValueError, match="is for CPU inference"):
+        app_module.NanoEmoXDemo(app_module.ServedModel(str(tiny_dir), "given"), device="cuda", quantize="int8")
