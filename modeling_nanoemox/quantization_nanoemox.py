@@ -12,6 +12,10 @@ after loading a model:
 >>> model = quantize_for_cpu(model, "int8")  # optional: the LLM's and the towers' linear layers in int8
 ```
 
+End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens): fp32 46.4 s,
+`quantize_for_cpu(model, "int8")` 26.3 s (1.76×; towers 25.2 → 15.3 s, decoding 2.0 → 5.0 tokens/s), with the
+same answer on a trained LLM.
+
 Why these choices (measured on the 2-core AMD EPYC, AVX2 without AVX-512, of this project; `benchmarks/
 bench_cpu_inference.py`):
 - bf16 on a CPU without native bf16 kernels (no AMX / AVX512-BF16) is converted on the fly: a 1536×8960 matmul ran
