@@ -52,11 +52,12 @@ def main() -> int:
         clip = Path(folder) / "clip.mp4"
         subprocess.run([sys.executable, "-c", MAKE_CLIP, str(clip)], check=True)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        processor(videos=clip, text="I can't believe it, this is wonderful!", task="mer")  # warm-up
+        text = "I can't believe it, this is wonderful!"
+        processor.prepare_task("mer", video=clip, text=text, load_audio_from_video=True)  # warm-up
         timings = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            outputs = processor(videos=clip, text="I can't believe it, this is wonderful!", task="mer")
+            outputs = processor.prepare_task("mer", video=clip, text=text, load_audio_from_video=True)
             timings.append(time.perf_counter() - start)
         stages = {}
         from nanoemox_processing.media_nanoemox import decode_audio, decode_video

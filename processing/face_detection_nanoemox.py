@@ -53,9 +53,10 @@ DEFAULT_ROLLS = (15.0, -15.0, 30.0, -30.0)
 class FaceDetector:
     """
     Interface of a face detector: `detect(frame)` → `(num_faces, 4)` float32 boxes `(x, y, w, h)` in the frame's
-    pixels. Subclasses implement `_detect` on a frame whose longest side is at most `max_side` (`detect` shrinks
-    larger frames with area averaging and scales the boxes back). `upright_only` tells `detect_faces` to search
-    rolled copies of a frame where nothing was found.
+    pixels, `detect_many(frames)` → one such array per frame. Subclasses implement `_detect` on a frame whose longest
+    side is at most `max_side` (larger frames are shrunk with area averaging and the boxes scaled back), or
+    `_detect_many` on a batch of such frames. `upright_only` tells `detect_faces` to search rolled copies of a frame
+    where nothing was found.
     """
 
     name: str = ""
@@ -65,18 +66,30 @@ class FaceDetector:
         self.max_side = max_side
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
+        return self.detect_many([frame])[0]
+
+    def detect_many(self, frames) -> list[np.ndarray]:
+        """`detect` of each frame. Frames of one size go to `_detect_many` together, which a detector that can batch
+        a clip's frames (MTCNN) overrides; the default runs `_detect` frame by frame."""
         import cv2
 
-        height, width = frame.shape[:2]
+        if not len(frames):
+            return []
+        height, width = frames[0].shape[:2]
+        if any(frame.shape[:2] != (height, width) for frame in frames):
+            return [self.detect(frame) for frame in frames]
         scale = 1.0
         if self.max_side and max(height, width) > self.max_side:
             scale = self.max_side / max(height, width)
-            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        boxes = np.asarray(self._detect(np.ascontiguousarray(frame)), np.float32).reshape(-1, 4)
-        return boxes / scale
+            frames = [cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for frame in frames]
+        found = self._detect_many(np.stack([np.ascontiguousarray(frame) for frame in frames]))
+        return [np.asarray(boxes, np.float32).reshape(-1, 4) / scale for boxes in found]
 
     def _detect(self, frame: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _detect_many(self, frames: np.ndarray) -> list[np.ndarray]:
+        return [self._detect(frame) for frame in frames]
 
 
 class OpenCVHaarFaceDetector(FaceDetector):
@@ -207,12 +220,12 @@ class MTCNNFaceDetector(FaceDetector):
         self.min_face_size, self.min_face_fraction = min_face_size, min_face_fraction
         self.thresholds, self.min_score = tuple(thresholds), min_score
 
-    def _detect(self, frame: np.ndarray) -> np.ndarray:
-        from .mtcnn_nanoemox import detect_mtcnn
+    def _detect_many(self, frames: np.ndarray) -> list[np.ndarray]:
+        from .mtcnn_nanoemox import detect_mtcnn_batch
 
-        min_face_size = self.min_face_size or max(20.0, max(frame.shape[:2]) * self.min_face_fraction)
-        boxes, scores = detect_mtcnn(frame, self._weights, min_face_size, self.thresholds)
-        return boxes[scores >= self.min_score]
+        min_face_size = self.min_face_size or max(20.0, max(frames.shape[1:3]) * self.min_face_fraction)
+        found = detect_mtcnn_batch(frames, self._weights, min_face_size, self.thresholds)
+        return [boxes[scores >= self.min_score] for boxes, scores in found]
 
 
 class MediaPipeFaceDetector(FaceDetector):
@@ -311,7 +324,7 @@ def detect_faces(
     """
     if rolls is None:
         rolls = DEFAULT_ROLLS if detector.upright_only else ()
-    detections = [detector.detect(frame) for frame in frames]
+    detections = detector.detect_many(frames)
     if rolls and sum(len(d) > 0 for d in detections) * 2 < len(frames):
         groups = list(dict.fromkeys(abs(angle) for angle in rolls))
         for index, frame in enumerate(frames):

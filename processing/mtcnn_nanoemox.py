@@ -58,6 +58,20 @@ def _from_keras_arrays(net: str, arrays: list) -> dict:
     return state
 
 
+def _channels_last(states) -> tuple[dict, dict, dict]:
+    """R-Net's and O-Net's conv weights in channels-last memory order. Their inputs are batches of small patches
+    that `_patches` builds channels-last, and oneDNN's convolutions and the strided-view pooling run faster on it
+    (about 15 % for each network on one core); P-Net's single large map runs as fast either way."""
+    import torch
+
+    pnet, rnet, onet = states
+    return pnet, *(
+        {key: value.contiguous(memory_format=torch.channels_last) if value.ndim == 4 else value
+         for key, value in state.items()}
+        for state in (rnet, onet)
+    )  # fmt: skip
+
+
 def load_mtcnn_weights(weights_dir: str | None = None) -> tuple[dict, dict, dict]:
     """The three state dicts, from `weights_dir` (`*.pt` or `*.lz4` files), else the `mtcnn` wheel, else the
     `facenet-pytorch` wheel."""
@@ -70,38 +84,46 @@ def load_mtcnn_weights(weights_dir: str | None = None) -> tuple[dict, dict, dict
         folders.append(os.path.join(found, "data"))
     for folder in folders:
         if all(os.path.isfile(os.path.join(folder, f"{net}.pt")) for net in _NETS):
-            return tuple(
+            return _channels_last(
                 torch.load(os.path.join(folder, f"{net}.pt"), map_location="cpu", weights_only=True) for net in _NETS
             )
         if all(os.path.isfile(os.path.join(folder, f"{net}.lz4")) for net in _NETS):
             import joblib
 
-            return tuple(_from_keras_arrays(net, joblib.load(os.path.join(folder, f"{net}.lz4"))) for net in _NETS)
+            return _channels_last(
+                _from_keras_arrays(net, joblib.load(os.path.join(folder, f"{net}.lz4"))) for net in _NETS
+            )
     raise ImportError(
         "The MTCNN face detector needs its weights: `pip install mtcnn` (a nanoemox dependency; TensorFlow is not "
         "needed) or `pip install --no-deps facenet-pytorch`, or pass `weights_dir=`."
     )
 
 
-def _pool2(x):
-    """2×2 max pooling, stride 2, ceil mode, as the maximum of four strided views (about 5× faster than
-    `max_pool2d` on one CPU core)."""
+def _max_pool(x, kernel: int, stride: int = 2):
+    """`max_pool2d(x, kernel, stride, ceil_mode=True)` as running maxima of strided views, rows then columns: the
+    same numbers, 4-6x faster than `max_pool2d` on one CPU core for the cascade's small NCHW maps."""
     import torch
     import torch.nn.functional as F
 
     height, width = x.shape[-2:]
-    if height % 2 or width % 2:
-        x = F.pad(x, (0, width % 2, 0, height % 2), value=float("-inf"))
-    return torch.maximum(
-        torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2]), torch.maximum(x[..., ::2, 1::2], x[..., 1::2, 1::2])
-    )
+    out_h, out_w = -(-(height - kernel) // stride) + 1, -(-(width - kernel) // stride) + 1
+    pad_h, pad_w = (out_h - 1) * stride + kernel - height, (out_w - 1) * stride + kernel - width
+    if pad_h > 0 or pad_w > 0:
+        x = F.pad(x, (0, max(pad_w, 0), 0, max(pad_h, 0)), value=float("-inf"))
+    rows = x[..., 0 : (out_h - 1) * stride + 1 : stride, :]
+    for offset in range(1, kernel):
+        rows = torch.maximum(rows, x[..., offset : offset + (out_h - 1) * stride + 1 : stride, :])
+    out = rows[..., 0 : (out_w - 1) * stride + 1 : stride]
+    for offset in range(1, kernel):
+        out = torch.maximum(out, rows[..., offset : offset + (out_w - 1) * stride + 1 : stride])
+    return out
 
 
 def _pnet(w: dict, x):  # x (1, 3, H, W) → reg (1, 4, H', W'), face probability (1, H', W')
     import torch.nn.functional as F
 
     x = F.prelu(F.conv2d(x, w["conv1.weight"], w["conv1.bias"]), w["prelu1.weight"])
-    x = _pool2(x)
+    x = _max_pool(x, 2)
     x = F.prelu(F.conv2d(x, w["conv2.weight"], w["conv2.bias"]), w["prelu2.weight"])
     x = F.prelu(F.conv2d(x, w["conv3.weight"], w["conv3.bias"]), w["prelu3.weight"])
     prob = F.conv2d(x, w["conv4_1.weight"], w["conv4_1.bias"]).softmax(1)[:, 1]
@@ -112,9 +134,9 @@ def _rnet(w: dict, x):  # x (N, 3, 24, 24) → reg (N, 4), face probability (N,)
     import torch.nn.functional as F
 
     x = F.prelu(F.conv2d(x, w["conv1.weight"], w["conv1.bias"]), w["prelu1.weight"])
-    x = F.max_pool2d(x, 3, 2, ceil_mode=True)
+    x = _max_pool(x, 3)
     x = F.prelu(F.conv2d(x, w["conv2.weight"], w["conv2.bias"]), w["prelu2.weight"])
-    x = F.max_pool2d(x, 3, 2, ceil_mode=True)
+    x = _max_pool(x, 3)
     x = F.prelu(F.conv2d(x, w["conv3.weight"], w["conv3.bias"]), w["prelu3.weight"])
     x = x.permute(0, 3, 2, 1).reshape(len(x), -1)  # the Caffe original's memory order
     x = F.prelu(F.linear(x, w["dense4.weight"], w["dense4.bias"]), w["prelu4.weight"])
@@ -126,11 +148,11 @@ def _onet(w: dict, x):  # x (N, 3, 48, 48) → reg (N, 4), face probability (N,)
     import torch.nn.functional as F
 
     x = F.prelu(F.conv2d(x, w["conv1.weight"], w["conv1.bias"]), w["prelu1.weight"])
-    x = F.max_pool2d(x, 3, 2, ceil_mode=True)
+    x = _max_pool(x, 3)
     x = F.prelu(F.conv2d(x, w["conv2.weight"], w["conv2.bias"]), w["prelu2.weight"])
-    x = F.max_pool2d(x, 3, 2, ceil_mode=True)
+    x = _max_pool(x, 3)
     x = F.prelu(F.conv2d(x, w["conv3.weight"], w["conv3.bias"]), w["prelu3.weight"])
-    x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+    x = _max_pool(x, 2)
     x = F.prelu(F.conv2d(x, w["conv4.weight"], w["conv4.bias"]), w["prelu4.weight"])
     x = x.permute(0, 3, 2, 1).reshape(len(x), -1)
     x = F.prelu(F.linear(x, w["dense5.weight"], w["dense5.bias"]), w["prelu5.weight"])
@@ -139,19 +161,27 @@ def _onet(w: dict, x):  # x (N, 3, 48, 48) → reg (N, 4), face probability (N,)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, use_min: bool = False) -> np.ndarray:
-    """Greedy non-maximum suppression on `(N, 4)` x1, y1, x2, y2 boxes; returns the kept indices, best first."""
+    """Greedy non-maximum suppression on `(N, 4)` x1, y1, x2, y2 boxes; returns the kept indices, best first.
+
+    Overlaps are computed a block of 256 boxes (in score order) against all at a time, so the greedy pass costs one
+    vector operation per kept box and memory stays at 256 × N whatever P-Net proposes."""
     order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    x1, y1, x2, y2 = (boxes[order, k] for k in range(4))
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    removed = np.zeros(len(order), bool)
     keep = []
-    while len(order):
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        w = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]) + 1, 0, None)
-        h = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]) + 1, 0, None)
+    for start in range(0, len(order), 256):
+        rows = slice(start, start + 256)
+        w = np.clip(np.minimum(x2[rows, None], x2) - np.maximum(x1[rows, None], x1) + 1, 0, None)
+        h = np.clip(np.minimum(y2[rows, None], y2) - np.maximum(y1[rows, None], y1) + 1, 0, None)
         inter = w * h
-        overlap = inter / (np.minimum(areas[i], areas[rest]) if use_min else areas[i] + areas[rest] - inter)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, np.int64)
+        union = np.minimum(areas[rows, None], areas) if use_min else areas[rows, None] + areas - inter
+        suppress = inter / union > threshold
+        for offset, i in enumerate(range(start, min(start + 256, len(order)))):
+            if not removed[i]:
+                keep.append(i)
+                removed |= suppress[offset]
+    return order[np.asarray(keep, np.int64)]
 
 
 def _square(boxes: np.ndarray) -> np.ndarray:
@@ -186,7 +216,8 @@ def _patches(image: np.ndarray, boxes: np.ndarray, size: int):
         if cx1 > cx0 and cy1 > cy0:
             patch[cy0 - y1 : cy1 - y1, cx0 - x1 : cx1 - x1] = image[cy0:cy1, cx0:cx1]
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy((out - 127.5) * 0.0078125).permute(0, 3, 1, 2).contiguous()
+    # (N, H, W, 3) seen as (N, 3, H, W): channels-last memory, which R-Net and O-Net are laid out for.
+    return torch.from_numpy((out - 127.5) * 0.0078125).permute(0, 3, 1, 2)
 
 
 def detect_mtcnn(
@@ -202,12 +233,36 @@ def detect_mtcnn(
     Returns:
         boxes `(N, 4)` float32 `(x, y, w, h)` in the image's pixels, and scores `(N,)` (O-Net's face probability).
     """
+    return detect_mtcnn_batch(image[None], weights, min_face_size, thresholds, factor)[0]
+
+
+def _split(values: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    return np.split(values, np.cumsum(counts)[:-1])
+
+
+def detect_mtcnn_batch(
+    images: np.ndarray,
+    weights: tuple[dict, dict, dict],
+    min_face_size: float = 20.0,
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+    factor: float = 0.709,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """
+    Runs the cascade on `B` RGB `uint8` images of one size `(B, H, W, 3)` (a clip's frames) together: each network
+    sees one batch per pyramid level (P-Net) or per stage (R-Net, O-Net) instead of one per image, which costs less
+    per frame and lets intra-op threads share the work; the candidates of each image are filtered and suppressed on
+    their own, so each image's result is the one `detect_mtcnn` gives it.
+
+    Returns:
+        per image, boxes `(N, 4)` float32 `(x, y, w, h)` in the image's pixels and scores `(N,)` (O-Net's face
+        probability).
+    """
     import cv2
     import torch
 
     pnet_w, rnet_w, onet_w = weights
-    height, width = image.shape[:2]
-    empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    count, height, width = images.shape[:3]
+    results = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)) for _ in range(count)]
     scale = 12.0 / min_face_size
     scales = []
     while min(height, width) * scale >= 12:
@@ -217,45 +272,68 @@ def detect_mtcnn(
         # Stage 1: P-Net, fully convolutional over an image pyramid; each output cell is a 12-pixel window.
         # The pyramid is built level from level (bilinear, ≤ 1/0.709 per step), which is cheaper than resizing
         # the full image with area averaging at every scale.
-        candidates = []
-        level = image
+        candidates = [[] for _ in range(count)]
+        levels = list(images)
         for scale in scales:
             size = (int(np.ceil(width * scale)), int(np.ceil(height * scale)))
-            shrink = size[0] / level.shape[1]
-            level = cv2.resize(level, size, interpolation=cv2.INTER_AREA if shrink < 0.5 else cv2.INTER_LINEAR)
-            scaled = level.astype(np.float32)
-            x = torch.from_numpy((scaled - 127.5) * 0.0078125).permute(2, 0, 1)[None]
-            reg, prob = _pnet(pnet_w, x)
-            prob, reg = prob[0].numpy(), reg[0].numpy()
-            ys, xs = np.nonzero(prob >= thresholds[0])
-            if not len(ys):
-                continue
-            cells = np.stack([xs, ys], 1).astype(np.float32)
-            q1, q2 = np.floor((2 * cells + 1) / scale), np.floor((2 * cells + 12) / scale)
-            boxes = np.concatenate([q1, q2], 1)
-            score, offsets = prob[ys, xs], reg[:, ys, xs].T
-            keep = nms(boxes, score, 0.5)
-            candidates.append(np.concatenate([boxes[keep], score[keep, None], offsets[keep]], 1))
-        if not candidates:
-            return empty
-        stage = np.concatenate(candidates)
-        stage = stage[nms(stage[:, :4], stage[:, 4], 0.7)]
-        boxes = _square(_regress(stage[:, :4], stage[:, 5:9], plus_one=False))
+            shrink = size[0] / levels[0].shape[1]
+            interpolation = cv2.INTER_AREA if shrink < 0.5 else cv2.INTER_LINEAR
+            levels = [cv2.resize(level, size, interpolation=interpolation) for level in levels]
+            x = torch.from_numpy((np.stack(levels).astype(np.float32) - 127.5) * 0.0078125).permute(0, 3, 1, 2)
+            reg, prob = _pnet(pnet_w, x.contiguous())
+            prob, reg = prob.numpy(), reg.numpy()
+            for k in range(count):
+                ys, xs = np.nonzero(prob[k] >= thresholds[0])
+                if not len(ys):
+                    continue
+                cells = np.stack([xs, ys], 1).astype(np.float32)
+                q1, q2 = np.floor((2 * cells + 1) / scale), np.floor((2 * cells + 12) / scale)
+                boxes = np.concatenate([q1, q2], 1)
+                score, offsets = prob[k, ys, xs], reg[k, :, ys, xs]
+                keep = nms(boxes, score, 0.5)
+                candidates[k].append(np.concatenate([boxes[keep], score[keep, None], offsets[keep]], 1))
+        proposals = []
+        for k in range(count):
+            stage = np.concatenate(candidates[k]) if candidates[k] else np.zeros((0, 9), np.float32)
+            stage = stage[nms(stage[:, :4], stage[:, 4], 0.7)]
+            proposals.append(_square(_regress(stage[:, :4], stage[:, 5:9], plus_one=False)))
         # Stage 2: R-Net refines and rejects on 24² patches.
-        reg, prob = _rnet(rnet_w, _patches(image, boxes, 24))
-        passed = prob.numpy() > thresholds[1]
-        if not passed.any():
-            return empty
-        boxes, score, reg = boxes[passed], prob.numpy()[passed], reg.numpy()[passed]
-        keep = nms(boxes, score, 0.7)
-        boxes = _square(_regress(boxes[keep], reg[keep]))
+        proposals = _refine(images, proposals, rnet_w, _rnet, 24, thresholds[1])
         # Stage 3: O-Net on 48² patches; its boxes are the output.
-        reg, prob = _onet(onet_w, _patches(image, boxes, 48))
-        passed = prob.numpy() > thresholds[2]
-        if not passed.any():
-            return empty
-        boxes, score = _regress(boxes[passed], reg.numpy()[passed]), prob.numpy()[passed]
-        keep = nms(boxes, score, 0.7, use_min=True)
-        boxes, score = boxes[keep], score[keep]
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], 1)
-    return xywh.astype(np.float32), score.astype(np.float32)
+        for k, boxes in enumerate(proposals):
+            proposals[k] = _square(boxes)
+        counts = [len(boxes) for boxes in proposals]
+        if not sum(counts):
+            return results
+        patches = torch.cat([_patches(image, boxes, 48) for image, boxes in zip(images, proposals) if len(boxes)])
+        reg, prob = _onet(onet_w, patches)
+        for k, (boxes, reg_k, prob_k) in enumerate(zip(proposals, _split(reg.numpy(), counts),
+                                                       _split(prob.numpy(), counts))):  # fmt: skip
+            passed = prob_k > thresholds[2]
+            if not passed.any():
+                continue
+            boxes, score = _regress(boxes[passed], reg_k[passed]), prob_k[passed]
+            keep = nms(boxes, score, 0.7, use_min=True)
+            boxes, score = boxes[keep], score[keep]
+            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], 1)
+            results[k] = xywh.astype(np.float32), score.astype(np.float32)
+    return results
+
+
+def _refine(images, proposals: list[np.ndarray], weights: dict, net, size: int, threshold: float) -> list[np.ndarray]:
+    """R-Net's pass over every image's proposals in one batch: per image, the boxes above `threshold`, suppressed
+    and regressed (square boxes in, boxes out)."""
+    import torch
+
+    counts = [len(boxes) for boxes in proposals]
+    if not sum(counts):
+        return proposals
+    patches = torch.cat([_patches(image, boxes, size) for image, boxes in zip(images, proposals) if len(boxes)])
+    reg, prob = net(weights, patches)
+    refined = []
+    for boxes, reg_k, prob_k in zip(proposals, _split(reg.numpy(), counts), _split(prob.numpy(), counts)):
+        passed = prob_k > threshold
+        boxes, score, reg_k = boxes[passed], prob_k[passed], reg_k[passed]
+        keep = nms(boxes, score, 0.7)
+        refined.append(_regress(boxes[keep], reg_k[keep]))
+    return refined

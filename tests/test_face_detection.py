@@ -209,3 +209,65 @@ def test_module_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_mtcnn_pooling_matches_torch_max_pool():
+    import torch
+    import torch.nn.functional as F
+
+    from nanoemox_processing.mtcnn_nanoemox import _max_pool
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(3, 10, 23, 23), (2, 28, 22, 21), (1, 16, 47, 45), (4, 64, 3, 3)]:
+        x = torch.randn(shape, generator=generator)
+        for kernel in (2, 3):
+            expected = F.max_pool2d(x, kernel, 2, ceil_mode=True)
+            for layout in (x, x.contiguous(memory_format=torch.channels_last)):
+                assert torch.equal(_max_pool(layout, kernel), expected), (shape, kernel)
+
+
+def test_mtcnn_nms_matches_greedy_reference():
+    from nanoemox_processing.mtcnn_nanoemox import nms
+
+    def reference(boxes, scores, threshold, use_min):
+        area = lambda b: (b[2] - b[0] + 1) * (b[3] - b[1] + 1)  # noqa: E731
+        kept = []
+        for i in sorted(range(len(boxes)), key=lambda k: -scores[k]):
+            suppressed = False
+            for j in kept:
+                a, b = boxes[i], boxes[j]
+                w = max(min(a[2], b[2]) - max(a[0], b[0]) + 1, 0)
+                h = max(min(a[3], b[3]) - max(a[1], b[1]) + 1, 0)
+                union = min(area(a), area(b)) if use_min else area(a) + area(b) - w * h
+                suppressed |= w * h / union > threshold
+            if not suppressed:
+                kept.append(i)
+        return kept
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 60, 300):  # 300 spans two of nms's 256-box blocks
+        corner = rng.uniform(0, 200, (n, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(5, 60, (n, 2))], 1)
+        scores = rng.permutation(n).astype(np.float64)  # distinct scores: the greedy order is unambiguous
+        for threshold, use_min in ((0.5, False), (0.7, False), (0.7, True)):
+            assert nms(boxes, scores, threshold, use_min).tolist() == reference(boxes, scores, threshold, use_min)
+
+
+def test_mtcnn_batch_of_frames_equals_frame_by_frame(mtcnn, astronaut, hopper):
+    import cv2
+
+    # One clip (one frame size, shrunk to the detection size): the face at two places, another face, no face.
+    frames = np.zeros((4, 720, 1280, 3), np.uint8)
+    frames[0, 100:612, 100:612] = astronaut
+    frames[1, 150:662, 700:1212] = astronaut
+    frames[2, 50:50 + hopper.shape[0] // 2, 300:300 + hopper.shape[1] // 2] = cv2.resize(
+        hopper, (hopper.shape[1] // 2, hopper.shape[0] // 2), interpolation=cv2.INTER_AREA
+    )
+    together = mtcnn.detect_many(frames)
+    alone = [mtcnn.detect(frame) for frame in frames]
+    assert [len(boxes) for boxes in together] == [len(boxes) for boxes in alone]
+    assert all(len(boxes) >= 1 for boxes in together[:3]) and len(together[3]) == 0
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a, b, atol=0.05)
+    expected = ASTRONAUT_FACE + [100, 100, 0, 0]
+    assert box_iou(expected, together[0]).max() >= 0.5
