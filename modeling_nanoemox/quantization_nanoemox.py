@@ -41,13 +41,19 @@ bench_cpu_inference.py`):
   spin against itself (on a busy 2-core machine a 2-thread int8 matmul was 15× slower than a 1-thread one).
 """
 
+import ctypes
 import math
+import mmap
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 QUANTIZATION_MODES = ("int8",)
 LANGUAGE_MODEL_KINDS = ("float16", "int8", None)
@@ -56,6 +62,8 @@ LANGUAGE_MODEL_KINDS = ("float16", "int8", None)
 TOWERS = ("vision_tower", "audio_tower", "face_encoder")
 # CPU flags that give fast native bf16 matmuls (oneDNN uses them); without them bf16 is emulated.
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# Block size in which `quantize_for_cpu` converts a checkpoint tensor to fp32 (see `_float32_copy`).
+CONVERSION_BLOCK_BYTES = 64 * 2**20
 
 
 def _cpu_flags() -> set[str]:
@@ -189,20 +197,117 @@ def quantize_for_cpu(
         # torch 2.13 flags every torch.ao.quantization call as deprecated (see the module docstring).
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
+        released = 0
         for root, kind in targets:
             # By name, not a list of modules: a list would keep every replaced layer (and its fp32 copy) alive.
             names = [name for name, module in root.named_modules() if type(module) is nn.Linear]
             for name in names:
                 owner, _, leaf = name.rpartition(".")
                 parent = root.get_submodule(owner)
-                setattr(parent, leaf, _quantize_linear(getattr(parent, leaf), kind))
+                linear = getattr(parent, leaf)
+                # Detached views: converting the layer swaps its parameters' data, and the views keep the old data.
+                originals = [tensor.detach() for tensor in (linear.weight, linear.bias) if tensor is not None]
+                setattr(parent, leaf, _quantize_linear(linear, kind))
+                released += release_checkpoint_pages(originals)
         if lm_head:
             model.lm_head = _quantize_linear(model.lm_head, language_model)
-    model.float()
+    released += _to_float32(model)
+    logger.debug("quantize_for_cpu released %.2f GB of memory-mapped checkpoint pages.", released / 1e9)
     model.eval()
     model.nanoemox_quantization = {"mode": mode, "language_model": language_model, "towers": towers,
                                    "lm_head": lm_head}  # fmt: skip
     return model
+
+
+def _to_float32(model: nn.Module) -> int:
+    """
+    `model.float()` one tensor at a time, releasing each replaced tensor's checkpoint pages as it goes; returns the
+    bytes released. A tensor shared by several modules (tied embeddings) is converted once.
+    """
+    # Keyed by where the data is, not by `id`: a replaced tensor may be freed and its `id` reused by the next one, while
+    # two live bf16 tensors with the same address, shape and strides are the same data.
+    converted = {}
+    released = 0
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, tensor in list(store.items()):
+                if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float32:
+                    continue
+                key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+                if key not in converted:
+                    data, freed = _float32_copy(tensor.detach())
+                    released += freed
+                    is_parameter = isinstance(tensor, nn.Parameter)
+                    converted[key] = nn.Parameter(data, tensor.requires_grad) if is_parameter else data
+                store[name] = converted[key]
+    return released
+
+
+def _float32_copy(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """
+    An fp32 copy of `tensor`, made in blocks of rows whose checkpoint pages are released once copied (so the bf16
+    embeddings, 0.47 GB at full size, are never resident next to their whole fp32 copy); returns it with the bytes
+    released.
+    """
+    if tensor.dim() == 0 or not tensor.is_contiguous():
+        return tensor.float(), release_checkpoint_pages([tensor])
+    copy = torch.empty(tensor.shape, dtype=torch.float32)
+    rows = max(1, CONVERSION_BLOCK_BYTES // max(1, tensor[0].numel() * tensor.element_size()))
+    released = 0
+    for start in range(0, tensor.shape[0], rows):
+        copy[start : start + rows] = tensor[start : start + rows]
+        released += release_checkpoint_pages([tensor[start : start + rows]])
+    return copy, released
+
+
+def _checkpoint_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's memory mappings of `.safetensors` files (from `/proc/self/maps`)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].endswith(".safetensors"):
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+def release_checkpoint_pages(tensors: list[torch.Tensor]) -> int:
+    """
+    Drops from this process's resident memory the pages of `tensors` that are views of a memory-mapped `.safetensors`
+    checkpoint, and returns how many bytes that covered; tensors in ordinary memory are left alone. Call it with the
+    tensors that were just replaced, while the caller still holds them.
+
+    Why: transformers loads a checkpoint already in the requested dtype as views of the file's mapping. Every page the
+    quantization reads then stays resident (and counts in the peak RSS) until the whole mapping is closed, on top of
+    the quantized copy. `madvise(MADV_DONTNEED)` on a private file mapping forgets the pages; a later read faults them
+    in again from the file, so tensors still sharing a page see the same values. Only whole pages inside one tensor are
+    released, and only inside a mapping of a checkpoint file (anonymous memory would read back as zeros). Linux only:
+    elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    mappings = _checkpoint_mappings()
+    if not mappings:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page = mmap.PAGESIZE
+    released = 0
+    for tensor in tensors:
+        if not tensor.is_contiguous():
+            continue
+        begin = tensor.data_ptr()
+        end = begin + tensor.numel() * tensor.element_size()
+        if not any(low <= begin and end <= high for low, high in mappings):
+            continue
+        first, last = -(-begin // page) * page, end // page * page
+        if last > first and libc.madvise(first, last - first, mmap.MADV_DONTNEED) == 0:
+            released += last - first
+    return released
 
 
 def _quantize_linear(linear: nn.Linear, kind: str) -> nn.Module:
@@ -227,4 +332,5 @@ __all__ = [
     "is_quantized_linear",
     "physical_cpu_cores",
     "quantize_for_cpu",
+    "release_checkpoint_pages",
 ]
