@@ -212,11 +212,35 @@ def quantize_for_cpu(
         if lm_head:
             model.lm_head = _quantize_linear(model.lm_head, language_model)
     released += _to_float32(model)
+    _drop_unread_vision_layers(model)
     logger.debug("quantize_for_cpu released %.2f GB of memory-mapped checkpoint pages.", released / 1e9)
     model.eval()
     model.nanoemox_quantization = {"mode": mode, "language_model": language_model, "towers": towers,
                                    "lm_head": lm_head}  # fmt: skip
     return model
+
+
+def _drop_unread_vision_layers(model: nn.Module) -> None:
+    """
+    Drops the vision tower's layers after the last one whose output Nano-EmoX reads (full size: CLS tokens of layers
+    -2, 12, 16 and 22 of 24, so the last layer's 1/24 of the tower's work is wasted), and rewrites the layer indices
+    in `model.config` as non-negative ones, which mean the same layers in the shorter tower.
+    """
+    config = model.config
+    encoder = getattr(model.model.vision_tower, "encoder", None)  # CLIPVisionModel's in transformers 5
+    if encoder is None or not isinstance(getattr(encoder, "layers", None), nn.ModuleList):
+        return
+    num_layers = len(encoder.layers)
+    # `hidden_states[i]` is the output of layer i (0: the embeddings), so there are num_layers + 1 of them.
+    feature_layer, *multiscale = (
+        index % (num_layers + 1) for index in (config.vision_feature_layer, *config.vision_multiscale_layers)
+    )
+    needed = max(feature_layer, *multiscale)
+    if needed == num_layers:
+        return
+    encoder.layers = encoder.layers[:needed]
+    config.vision_config.num_hidden_layers = model.model.vision_tower.config.num_hidden_layers = needed
+    config.vision_feature_layer, config.vision_multiscale_layers = feature_layer, multiscale
 
 
 def _to_float32(model: nn.Module) -> int:

@@ -131,6 +131,23 @@ def test_releasing_checkpoint_pages_while_quantizing_changes_no_value(tiny_bf16_
     assert released.lm_head.weight is released.get_input_embeddings().weight
 
 
+def test_the_unread_last_vision_layer_is_dropped_and_features_are_unchanged(tiny, monkeypatch):
+    dropped = quantize_for_cpu(copy.deepcopy(tiny), "int8")
+    monkeypatch.setattr("modeling_nanoemox.quantization_nanoemox._drop_unread_vision_layers", lambda model: None)
+    kept = quantize_for_cpu(copy.deepcopy(tiny), "int8")
+    # Tiny: CLS tokens of layers -2, 1, 2, 3 of 4 are read; layer 4 is not.
+    assert len(kept.model.vision_tower.encoder.layers) == 4
+    assert len(dropped.model.vision_tower.encoder.layers) == 3
+    assert (dropped.config.vision_feature_layer, dropped.config.vision_multiscale_layers) == (3, [1, 2, 3])
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}])
+    with torch.no_grad():
+        features = dropped.model.get_video_tower_features(inputs["pixel_values_videos"])
+        torch.testing.assert_close(
+            features, kept.model.get_video_tower_features(inputs["pixel_values_videos"]), rtol=0, atol=0
+        )
+        torch.testing.assert_close(dropped(**inputs).logits, kept(**inputs).logits, rtol=0, atol=0)
+
+
 def test_quantize_rejects_unknown_modes(tiny):
     with pytest.raises(ValueError, match="mode must be one of"):
         quantize_for_cpu(tiny, "int4")
