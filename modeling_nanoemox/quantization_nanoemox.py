@@ -9,7 +9,8 @@ after loading a model:
 
 >>> configure_cpu_threads()  # one thread per physical core this process may use
 >>> model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=default_inference_dtype("cpu"))
->>> model = quantize_for_cpu(model, "int8")  # optional: the LLM's and the towers' linear layers in int8
+>>> model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype="auto")  # or: the checkpoint's bf16
+>>> model = quantize_for_cpu(model, "int8")  # int8 towers, fp16-weight language model, the rest exact in fp32
 ```
 
 End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens): fp32 46.4 s,
@@ -34,6 +35,19 @@ bench_cpu_inference.py`):
   7-bit scale, and a trained LLM's activation outliers cost it most of that resolution (SmolLM2-135M-Instruct: top-1
   next-token agreement with fp32 0.42 with int8, 1.00 with fp16 weights). fp16 holds every bf16 checkpoint value
   of normal magnitude exactly and halves the bytes read per decoded token.
+- Weight-only int8 for the language model (int8 weights per output channel, activations kept in floating point, so
+  no outlier problem) was measured and not adopted: torch 2.13's CPU kernel for it, `aten._weight_int8pack_mm`, has
+  no fast path on AVX2. All 196 linear layers of the 1.5 B LLM, 2 threads, busy machine, fastest run: one token
+  (decoding, 5 runs) 0.75 s (up to 1.58) with bf16 activations against 0.23 s (up to 0.45) for FBGEMM's fp16
+  weights; 150 tokens (prefill, 2 runs) 12.1 s against 6.6 s; dequantizing the weights to fp32 in each call 17 s;
+  with fp32 activations the kernel is unvectorised (one 8960×1536 layer, 300 tokens: 5.2 s against 0.11 s in fp32).
+- Memory: transformers loads a checkpoint already in the requested dtype (a bf16 one with `dtype="auto"`) as views
+  of the memory-mapped file, and every page read during quantization stays resident until the whole mapping goes:
+  the full-size peak was 9.7 GB (4.6 GB of checkpoint pages on top of the quantized model). `quantize_for_cpu`
+  releases the pages of each tensor it replaces ([`release_checkpoint_pages`]) and converts the remaining bf16
+  tensors to fp32 in 64 MB blocks, so the peak stays near the quantized model's own size.
+- The vision tower's last layer is dropped: Nano-EmoX reads the CLS tokens of layers -2, 12, 16 and 22 of CLIP's 24,
+  so the last layer's output was computed and thrown away.
 - Exact parts: the embeddings (the placeholders' rows included), the modality heads and adapters, the fusion encoder
   and `lm_head` stay in fp32. `lm_head` is tied to the embeddings; quantizing it (`lm_head=True`) unties it and keeps
   an int8 copy beside the fp32 embeddings, which trades 0.23 GB for faster decoding of the 151,936-word vocabulary.
@@ -160,8 +174,11 @@ def quantize_for_cpu(
       SmoothQuant-style scaling 0.86); use it only where that is acceptable;
     - `None`: left in fp32.
 
-    Each layer is converted and replaced one at a time, so a model loaded in bf16 never holds a full fp32 copy. A
-    quantized model is for CPU inference; it cannot be saved with `save_pretrained` (quantize again after loading).
+    Each layer is converted and replaced one at a time, so a model loaded in bf16 never holds a full fp32 copy, and
+    the memory-mapped checkpoint pages of every replaced tensor are released ([`release_checkpoint_pages`]). The
+    vision tower's layers after the last one Nano-EmoX reads are dropped (`config.vision_feature_layer` and
+    `vision_multiscale_layers` become the equivalent non-negative indices). A quantized model is for CPU inference;
+    it cannot be saved with `save_pretrained` (quantize again after loading).
 
     Args:
         model: the model, on the CPU, in fp32 or bf16.
@@ -248,8 +265,8 @@ def _to_float32(model: nn.Module) -> int:
     `model.float()` one tensor at a time, releasing each replaced tensor's checkpoint pages as it goes; returns the
     bytes released. A tensor shared by several modules (tied embeddings) is converted once.
     """
-    # Keyed by where the data is, not by `id`: a replaced tensor may be freed and its `id` reused by the next one, while
-    # two live bf16 tensors with the same address, shape and strides are the same data.
+    # Keyed by where the data is, not by `id`: a replaced tensor may be freed and its `id` reused by the next one,
+    # while two live bf16 tensors with the same address, shape and strides are the same data.
     converted = {}
     released = 0
     for module in model.modules():
