@@ -13,9 +13,9 @@ after loading a model:
 >>> model = quantize_for_cpu(model, "int8")  # int8 towers, fp16-weight language model, the rest exact in fp32
 ```
 
-End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens): fp32 46.4 s,
-`quantize_for_cpu(model, "int8")` 26.3 s (1.76×; towers 25.2 → 15.3 s, decoding 2.0 → 5.0 tokens/s), with the
-same answer on a trained LLM.
+End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens; README, "CPU
+inference"): fp32 52.4 s at a peak RSS of 14.2 GB, `quantize_for_cpu(model, "int8")` 26.1 s (2.01×; towers 29.4 →
+15.5 s, decoding 1.9 → 5.2 tokens/s) at 5.76 GB, with the same answer and top-1 agreement 1.000 on a trained LLM.
 
 Why these choices (measured on the 2-core AMD EPYC, AVX2 without AVX-512, of this project; `benchmarks/
 bench_cpu_inference.py`):
