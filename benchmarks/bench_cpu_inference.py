@@ -9,7 +9,8 @@
 - default: what `nanoemox predict` does on a CPU: `default_inference_dtype("cpu")` (fp32 here without native bf16
   kernels), `configure_cpu_threads()`;
 - int8: the default plus `quantize_for_cpu(model, "int8")` on the model loaded in its checkpoint's dtype (bf16):
-  the towers' linear layers in int8, the LLM's weights in fp16 (fp32 activations);
+  the towers' linear layers in int8, the LLM's weights in fp16 (fp32 activations), the vision tower's unread last
+  layer dropped, the checkpoint pages of replaced tensors released;
 - int8-llm (information): the LLM's linear layers in int8 too (`language_model="int8"`).
 
 Each variant runs in its own subprocess, one after the other, so its peak resident memory is its own. Reported per
@@ -373,8 +374,9 @@ def render(results: dict, args, machine: str) -> str:
         )
     lines += [
         "",
-        "peak RSS = VmHWM (includes clean pages of the memory-mapped checkpoint); peak anon = sampled RssAnon "
-        "(the process's own memory, every 20 ms)",
+        "peak RSS = VmHWM (counts the resident pages of the memory-mapped checkpoint too; `quantize_for_cpu` "
+        "releases those of the tensors it replaces); peak anon = sampled RssAnon (the process's own memory, every "
+        "20 ms)",
     ]
     lines += ["", "towers (s): " + "; ".join(
         f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["towers"].items()) for name, r in results.items())]  # fmt: skip

@@ -9,12 +9,13 @@ after loading a model:
 
 >>> configure_cpu_threads()  # one thread per physical core this process may use
 >>> model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=default_inference_dtype("cpu"))
->>> model = quantize_for_cpu(model, "int8")  # optional: the LLM's and the towers' linear layers in int8
+>>> model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype="auto")  # or: the checkpoint's bf16
+>>> model = quantize_for_cpu(model, "int8")  # int8 towers, fp16-weight language model, the rest exact in fp32
 ```
 
-End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens): fp32 46.4 s,
-`quantize_for_cpu(model, "int8")` 26.3 s (1.76×; towers 25.2 → 15.3 s, decoding 2.0 → 5.0 tokens/s), with the
-same answer on a trained LLM.
+End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens; README, "CPU
+inference"): fp32 52.4 s at a peak RSS of 14.2 GB, `quantize_for_cpu(model, "int8")` 26.1 s (2.01×; towers 29.4 →
+15.5 s, decoding 1.9 → 5.2 tokens/s) at 5.76 GB, with the same answer and top-1 agreement 1.000 on a trained LLM.
 
 Why these choices (measured on the 2-core AMD EPYC, AVX2 without AVX-512, of this project; `benchmarks/
 bench_cpu_inference.py`):
@@ -34,6 +35,19 @@ bench_cpu_inference.py`):
   7-bit scale, and a trained LLM's activation outliers cost it most of that resolution (SmolLM2-135M-Instruct: top-1
   next-token agreement with fp32 0.42 with int8, 1.00 with fp16 weights). fp16 holds every bf16 checkpoint value
   of normal magnitude exactly and halves the bytes read per decoded token.
+- Weight-only int8 for the language model (int8 weights per output channel, activations kept in floating point, so
+  no outlier problem) was measured and not adopted: torch 2.13's CPU kernel for it, `aten._weight_int8pack_mm`, has
+  no fast path on AVX2. All 196 linear layers of the 1.5 B LLM, 2 threads, busy machine, fastest run: one token
+  (decoding, 5 runs) 0.75 s (up to 1.58) with bf16 activations against 0.23 s (up to 0.45) for FBGEMM's fp16
+  weights; 150 tokens (prefill, 2 runs) 12.1 s against 6.6 s; dequantizing the weights to fp32 in each call 17 s;
+  with fp32 activations the kernel is unvectorised (one 8960×1536 layer, 300 tokens: 5.2 s against 0.11 s in fp32).
+- Memory: transformers loads a checkpoint already in the requested dtype (a bf16 one with `dtype="auto"`) as views
+  of the memory-mapped file, and every page read during quantization stays resident until the whole mapping goes:
+  the full-size peak was 9.7 GB (4.6 GB of checkpoint pages on top of the quantized model). `quantize_for_cpu`
+  releases the pages of each tensor it replaces ([`release_checkpoint_pages`]) and converts the remaining bf16
+  tensors to fp32 in 64 MB blocks, so the peak stays near the quantized model's own size.
+- The vision tower's last layer is dropped: Nano-EmoX reads the CLS tokens of layers -2, 12, 16 and 22 of CLIP's 24,
+  so the last layer's output was computed and thrown away.
 - Exact parts: the embeddings (the placeholders' rows included), the modality heads and adapters, the fusion encoder
   and `lm_head` stay in fp32. `lm_head` is tied to the embeddings; quantizing it (`lm_head=True`) unties it and keeps
   an int8 copy beside the fp32 embeddings, which trades 0.23 GB for faster decoding of the 151,936-word vocabulary.
@@ -41,13 +55,19 @@ bench_cpu_inference.py`):
   spin against itself (on a busy 2-core machine a 2-thread int8 matmul was 15× slower than a 1-thread one).
 """
 
+import ctypes
 import math
+import mmap
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 QUANTIZATION_MODES = ("int8",)
 LANGUAGE_MODEL_KINDS = ("float16", "int8", None)
@@ -56,6 +76,8 @@ LANGUAGE_MODEL_KINDS = ("float16", "int8", None)
 TOWERS = ("vision_tower", "audio_tower", "face_encoder")
 # CPU flags that give fast native bf16 matmuls (oneDNN uses them); without them bf16 is emulated.
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# Block size in which `quantize_for_cpu` converts a checkpoint tensor to fp32 (see `_float32_copy`).
+CONVERSION_BLOCK_BYTES = 64 * 2**20
 
 
 def _cpu_flags() -> set[str]:
@@ -152,8 +174,11 @@ def quantize_for_cpu(
       SmoothQuant-style scaling 0.86); use it only where that is acceptable;
     - `None`: left in fp32.
 
-    Each layer is converted and replaced one at a time, so a model loaded in bf16 never holds a full fp32 copy. A
-    quantized model is for CPU inference; it cannot be saved with `save_pretrained` (quantize again after loading).
+    Each layer is converted and replaced one at a time, so a model loaded in bf16 never holds a full fp32 copy, and
+    the memory-mapped checkpoint pages of every replaced tensor are released ([`release_checkpoint_pages`]). The
+    vision tower's layers after the last one Nano-EmoX reads are dropped (`config.vision_feature_layer` and
+    `vision_multiscale_layers` become the equivalent non-negative indices). A quantized model is for CPU inference;
+    it cannot be saved with `save_pretrained` (quantize again after loading).
 
     Args:
         model: the model, on the CPU, in fp32 or bf16.
@@ -189,20 +214,141 @@ def quantize_for_cpu(
         # torch 2.13 flags every torch.ao.quantization call as deprecated (see the module docstring).
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
+        released = 0
         for root, kind in targets:
             # By name, not a list of modules: a list would keep every replaced layer (and its fp32 copy) alive.
             names = [name for name, module in root.named_modules() if type(module) is nn.Linear]
             for name in names:
                 owner, _, leaf = name.rpartition(".")
                 parent = root.get_submodule(owner)
-                setattr(parent, leaf, _quantize_linear(getattr(parent, leaf), kind))
+                linear = getattr(parent, leaf)
+                # Detached views: converting the layer swaps its parameters' data, and the views keep the old data.
+                originals = [tensor.detach() for tensor in (linear.weight, linear.bias) if tensor is not None]
+                setattr(parent, leaf, _quantize_linear(linear, kind))
+                released += release_checkpoint_pages(originals)
         if lm_head:
             model.lm_head = _quantize_linear(model.lm_head, language_model)
-    model.float()
+    released += _to_float32(model)
+    _drop_unread_vision_layers(model)
+    logger.debug("quantize_for_cpu released %.2f GB of memory-mapped checkpoint pages.", released / 1e9)
     model.eval()
     model.nanoemox_quantization = {"mode": mode, "language_model": language_model, "towers": towers,
                                    "lm_head": lm_head}  # fmt: skip
     return model
+
+
+def _drop_unread_vision_layers(model: nn.Module) -> None:
+    """
+    Drops the vision tower's layers after the last one whose output Nano-EmoX reads (full size: CLS tokens of layers
+    -2, 12, 16 and 22 of 24, so the last layer's 1/24 of the tower's work is wasted), and rewrites the layer indices
+    in `model.config` as non-negative ones, which mean the same layers in the shorter tower.
+    """
+    config = model.config
+    encoder = getattr(model.model.vision_tower, "encoder", None)  # CLIPVisionModel's in transformers 5
+    if encoder is None or not isinstance(getattr(encoder, "layers", None), nn.ModuleList):
+        return
+    num_layers = len(encoder.layers)
+    # `hidden_states[i]` is the output of layer i (0: the embeddings), so there are num_layers + 1 of them.
+    feature_layer, *multiscale = (
+        index % (num_layers + 1) for index in (config.vision_feature_layer, *config.vision_multiscale_layers)
+    )
+    needed = max(feature_layer, *multiscale)
+    if needed == num_layers:
+        return
+    encoder.layers = encoder.layers[:needed]
+    config.vision_config.num_hidden_layers = model.model.vision_tower.config.num_hidden_layers = needed
+    config.vision_feature_layer, config.vision_multiscale_layers = feature_layer, multiscale
+
+
+def _to_float32(model: nn.Module) -> int:
+    """
+    `model.float()` one tensor at a time, releasing each replaced tensor's checkpoint pages as it goes; returns the
+    bytes released. A tensor shared by several modules (tied embeddings) is converted once.
+    """
+    # Keyed by where the data is, not by `id`: a replaced tensor may be freed and its `id` reused by the next one,
+    # while two live bf16 tensors with the same address, shape and strides are the same data.
+    converted = {}
+    released = 0
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, tensor in list(store.items()):
+                if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float32:
+                    continue
+                key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+                if key not in converted:
+                    data, freed = _float32_copy(tensor.detach())
+                    released += freed
+                    is_parameter = isinstance(tensor, nn.Parameter)
+                    converted[key] = nn.Parameter(data, tensor.requires_grad) if is_parameter else data
+                store[name] = converted[key]
+    return released
+
+
+def _float32_copy(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """
+    An fp32 copy of `tensor`, made in blocks of rows whose checkpoint pages are released once copied (so the bf16
+    embeddings, 0.47 GB at full size, are never resident next to their whole fp32 copy); returns it with the bytes
+    released.
+    """
+    if tensor.dim() == 0 or not tensor.is_contiguous():
+        return tensor.float(), release_checkpoint_pages([tensor])
+    copy = torch.empty(tensor.shape, dtype=torch.float32)
+    rows = max(1, CONVERSION_BLOCK_BYTES // max(1, tensor[0].numel() * tensor.element_size()))
+    released = 0
+    for start in range(0, tensor.shape[0], rows):
+        copy[start : start + rows] = tensor[start : start + rows]
+        released += release_checkpoint_pages([tensor[start : start + rows]])
+    return copy, released
+
+
+def _checkpoint_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's memory mappings of `.safetensors` files (from `/proc/self/maps`)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].endswith(".safetensors"):
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+def release_checkpoint_pages(tensors: list[torch.Tensor]) -> int:
+    """
+    Drops from this process's resident memory the pages of `tensors` that are views of a memory-mapped `.safetensors`
+    checkpoint, and returns how many bytes that covered; tensors in ordinary memory are left alone. Call it with the
+    tensors that were just replaced, while the caller still holds them.
+
+    Why: transformers loads a checkpoint already in the requested dtype as views of the file's mapping. Every page the
+    quantization reads then stays resident (and counts in the peak RSS) until the whole mapping is closed, on top of
+    the quantized copy. `madvise(MADV_DONTNEED)` on a private file mapping forgets the pages; a later read faults them
+    in again from the file, so tensors still sharing a page see the same values. Only whole pages inside one tensor are
+    released, and only inside a mapping of a checkpoint file (anonymous memory would read back as zeros). Linux only:
+    elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    mappings = _checkpoint_mappings()
+    if not mappings:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page = mmap.PAGESIZE
+    released = 0
+    for tensor in tensors:
+        if not tensor.is_contiguous():
+            continue
+        begin = tensor.data_ptr()
+        end = begin + tensor.numel() * tensor.element_size()
+        if not any(low <= begin and end <= high for low, high in mappings):
+            continue
+        first, last = -(-begin // page) * page, end // page * page
+        if last > first and libc.madvise(first, last - first, mmap.MADV_DONTNEED) == 0:
+            released += last - first
+    return released
 
 
 def _quantize_linear(linear: nn.Linear, kind: str) -> nn.Module:
@@ -227,4 +373,5 @@ __all__ = [
     "is_quantized_linear",
     "physical_cpu_cores",
     "quantize_for_cpu",
+    "release_checkpoint_pages",
 ]

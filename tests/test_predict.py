@@ -4,6 +4,7 @@ import json
 import socket
 
 import pytest
+import torch
 
 from nanoemox_cli import main
 from modeling_nanoemox.predict import check_model_id
@@ -28,6 +29,28 @@ def test_predict_json_has_answer_faces_gates(tiny_dir, clip, capsys):
     assert abs(sum(result["fusion_gate_weights"]) - 1) < 1e-3
     assert {"chain_of_empathy", "reply", "timings"} <= set(result)
     assert "\ufffd" not in result["answer"]
+
+
+def test_predict_quantize_int8_runs_the_quantized_cpu_path(tiny_dir, clip, capsys, monkeypatch):
+    from modeling_nanoemox import quantization_nanoemox as quantization
+
+    quantized = []
+
+    def quantize_for_cpu(model, mode):
+        quantized.append(real(model, mode))
+        return model
+
+    real = quantization.quantize_for_cpu
+    monkeypatch.setattr(quantization, "quantize_for_cpu", quantize_for_cpu)
+    code = main(["predict", "--model", str(tiny_dir), "--video", str(clip), "--task", "mer", "--quantize", "int8",
+                 "--max-new-tokens", "2", "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["quantize"] == "int8" and result["dtype"] == "float32" and result["answer"]
+    (model,) = quantized
+    assert quantization.is_quantized_linear(model.model.vision_tower.encoder.layers[0].mlp.fc1)
+    assert quantization.is_quantized_linear(model.model.language_model.layers[0].mlp.up_proj)
+    assert type(model.lm_head) is torch.nn.Linear and model.lm_head.weight.dtype == torch.float32
 
 
 def test_predict_without_the_video_track_has_no_audio_and_no_gates(tiny_dir, clip, capsys):

@@ -12,12 +12,14 @@ import torch
 from torch import nn
 
 from helpers import make_batch
+from modeling_nanoemox import NanoEmoXForConditionalGeneration
 from modeling_nanoemox.quantization_nanoemox import (
     configure_cpu_threads,
     default_inference_dtype,
     is_quantized_linear,
     physical_cpu_cores,
     quantize_for_cpu,
+    release_checkpoint_pages,
 )
 from modeling_nanoemox.tiny import build_tiny
 
@@ -78,6 +80,72 @@ def test_int8_language_model_and_lm_head(tiny):
     torch.testing.assert_close(embeddings, tiny.get_input_embeddings().weight, rtol=0, atol=0)  # untied, exact
     with torch.no_grad():
         model.generate(**make_batch(tiny.config, [{"video"}]), max_new_tokens=2, do_sample=False)
+
+
+def _resident_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16_folder(tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-bf16")
+    copy.deepcopy(tiny).to(torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="checkpoint pages are released on Linux only")
+def test_release_checkpoint_pages_drops_mapped_pages_and_keeps_values(tiny_bf16_folder):
+    model = NanoEmoXForConditionalGeneration.from_pretrained(tiny_bf16_folder, dtype="auto")
+    embeddings = model.get_input_embeddings().weight.detach()  # a view of the checkpoint's mapping
+    expected = embeddings.clone()
+    before = _resident_file_kb()
+    released = release_checkpoint_pages([embeddings])
+    assert released >= embeddings.numel() * embeddings.element_size() - 2 * 4096  # all but the two edge pages
+    assert _resident_file_kb() < before
+    torch.testing.assert_close(embeddings, expected, rtol=0, atol=0)  # read back from the file
+    # Ordinary memory is never released: MADV_DONTNEED would turn it into zeros.
+    assert release_checkpoint_pages([expected]) == 0
+    assert expected.abs().sum() > 0
+
+
+def test_releasing_checkpoint_pages_while_quantizing_changes_no_value(tiny_bf16_folder, monkeypatch):
+    def quantized():
+        return quantize_for_cpu(
+            NanoEmoXForConditionalGeneration.from_pretrained(tiny_bf16_folder, dtype="auto"), "int8"
+        )
+
+    released = quantized()
+    monkeypatch.setattr("modeling_nanoemox.quantization_nanoemox.release_checkpoint_pages", lambda tensors: 0)
+    kept = quantized()
+    inputs = make_batch(released.config, [{"video", "face", "audio"}])
+    with torch.no_grad():
+        torch.testing.assert_close(released(**inputs).logits, kept(**inputs).logits, rtol=0, atol=0)
+    reference = kept.state_dict()
+    for name, tensor in released.state_dict().items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            assert tensor.dtype == torch.float32, name
+            torch.testing.assert_close(tensor, reference[name], rtol=0, atol=0, msg=name)
+    assert released.lm_head.weight is released.get_input_embeddings().weight
+
+
+def test_the_unread_last_vision_layer_is_dropped_and_features_are_unchanged(tiny, monkeypatch):
+    dropped = quantize_for_cpu(copy.deepcopy(tiny), "int8")
+    monkeypatch.setattr("modeling_nanoemox.quantization_nanoemox._drop_unread_vision_layers", lambda model: None)
+    kept = quantize_for_cpu(copy.deepcopy(tiny), "int8")
+    # Tiny: CLS tokens of layers -2, 1, 2, 3 of 4 are read; layer 4 is not.
+    assert len(kept.model.vision_tower.encoder.layers) == 4
+    assert len(dropped.model.vision_tower.encoder.layers) == 3
+    assert (dropped.config.vision_feature_layer, dropped.config.vision_multiscale_layers) == (3, [1, 2, 3])
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}])
+    with torch.no_grad():
+        features = dropped.model.get_video_tower_features(inputs["pixel_values_videos"])
+        torch.testing.assert_close(
+            features, kept.model.get_video_tower_features(inputs["pixel_values_videos"]), rtol=0, atol=0
+        )
+        torch.testing.assert_close(dropped(**inputs).logits, kept(**inputs).logits, rtol=0, atol=0)
 
 
 def test_quantize_rejects_unknown_modes(tiny):
