@@ -157,29 +157,32 @@ def _decode_all(processor, samples) -> dict[str, torch.Tensor]:
 # The face encoder's steps cost about as much as the vision and audio towers' together (0.11 vs 0.08 CPU-s per
 # step, measured): one process trains it, a forked one the other two.
 TOWER_SPLIT = (("face",), ("video", "audio"))
-_TOWER_JOB = None  # (model, pretrain_towers kwargs) of the forked tower worker (inherited, not pickled)
+# (model, pretrain_towers kwargs, torch generator state) of the forked tower worker (inherited, not pickled)
+_TOWER_JOB = None
 
 
 def _pretrain_in_worker(towers: tuple[str, ...]):
     from .towers import pretrain_towers, tower_modules
 
     torch.set_num_threads(1)
-    model, job = _TOWER_JOB
+    model, job, generator_state = _TOWER_JOB
+    torch.set_rng_state(generator_state)  # the probes the parent draws
     accuracy = pretrain_towers(model, towers=towers, **job)
     modules = tower_modules(model)
     return accuracy, {name: modules[name].state_dict() for name in towers}
 
 
 def _pretrain_towers_on_two_cores(model, job: dict, bar) -> dict[str, float]:
-    """`pretrain_towers` with the towers of `TOWER_SPLIT` trained in two processes at once; the same towers as one
-    process training all three (each tower's loss reaches only its own weights, both draw the same batches)."""
+    """`pretrain_towers` with the towers of `TOWER_SPLIT` trained in two processes at once from one generator state;
+    the same towers as one process training all three (each tower's loss reaches only its own weights, both processes
+    draw the same batches and probes)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from .towers import pretrain_towers, tower_modules
 
     global _TOWER_JOB
-    _TOWER_JOB = (model, job)
+    _TOWER_JOB = (model, job, torch.get_rng_state())
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
             other = pool.submit(_pretrain_in_worker, TOWER_SPLIT[1])

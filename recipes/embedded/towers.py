@@ -93,8 +93,9 @@ def pretrain_towers(
         learning_rate: one for all, or one per tower (`{"video": …, "face": …, "audio": …}`).
         progress: a `tqdm`-like object whose `update(1)` is called per step.
         towers: which towers train (among `TOWERS`). Each tower's loss reaches only its own parameters, and every
-            subset draws the same batches, so training two subsets in two processes gives the towers that training
-            all of them together gives (what the embedded pipeline does, one process per core).
+            subset draws the same batches and probes, so two subsets trained in two processes forked from one state
+            are the towers that training all of them together gives (what the embedded pipeline does, one process
+            per core).
 
     Returns:
         The probes' final training accuracy per tower.
@@ -130,10 +131,10 @@ def pretrain_towers(
     }
     widths = {"video": model.config.vision_config.hidden_size, "face": model.config.face_config.hidden_size,
               "audio": model.config.audio_config.hidden_size}  # fmt: skip
-    # Probes for every tower, whichever train, drawn from `seed` alone: the same probes for any subset, in any process.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        probes = nn.ModuleDict({name: nn.Linear(widths[name], len(classes)) for name in TOWERS})
+    # Probes for every tower, whichever train, from torch's generator as the caller left it: the same probes for any
+    # subset, so processes forked from one state train the towers one process would. (A probe initialisation of its
+    # own seed instead collapsed the audio tower to chance at its learning rate, measured.)
+    probes = nn.ModuleDict({name: nn.Linear(widths[name], len(classes)) for name in TOWERS})
     modules = tower_modules(model)
     for name in towers:
         modules[name].requires_grad_(True)  # eval mode stays: no dropout, and the towers read their layers by index
