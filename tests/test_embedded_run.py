@@ -93,7 +93,10 @@ def test_markdown_table_marks_each_bar_and_counts_the_conflicting_samples():
         "fusion_zeroed": {"msa": {"accuracy": 0.6, "weighted_f1": 0.55}, "eri": {"rouge_l": 0.1}},
     }
     rows = pipeline.markdown_table(results).splitlines()
-    assert rows[2] == "| MSA | accuracy / weighted F1 | 0.800 / 0.790 | 0.500 / 0.500 | 0.750 ✓ | 0.500 (6) | 0.600 / 0.550 |"
+    assert (
+        rows[2]
+        == "| MSA | accuracy / weighted F1 | 0.800 / 0.790 | 0.500 / 0.500 | 0.750 ✓ | 0.500 (6) | 0.600 / 0.550 |"
+    )
     assert rows[3].startswith("| ERI |") and rows[3].endswith("| 0.200 | — | — | — | 0.100 |") and len(rows) == 4
 
 

@@ -483,7 +483,10 @@ def markdown_table(results: dict) -> str:
         found = [block.get(metric) for metric in metrics]
         return "—" if any(v is None for v in found) else " / ".join(f"{v:.3f}" for v in found)
 
-    lines = ["| task | metric | model | chance | bar | conflicting cues | fusion zeroed |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | metric | model | chance | bar | conflicting cues | fusion zeroed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task, label, metrics in TABLE_ROWS:
         if task not in results["tasks"]:
             continue
