@@ -87,6 +87,22 @@ def test_mixture_sampler_draws_datasets_at_their_weights():
         MixtureSampler(names, {"a": 1.0, "b": 1.0})
 
 
+def test_mixture_sampler_one_dataset_per_batch_keeps_the_shares():
+    names = ["a"] * 10 + ["b"] * 1000 + ["c"] * 3
+    weights = {"a": 0.5, "b": 0.3, "c": 0.2}
+    sampler = MixtureSampler(names, weights, num_samples=40000, seed=3, batch_size=8)
+    drawn = list(sampler)
+    assert len(drawn) == 40000 and drawn == list(MixtureSampler(names, weights, 40000, seed=3, batch_size=8))
+    batches = [{names[i] for i in drawn[start : start + 8]} for start in range(0, len(drawn), 8)]
+    assert all(len(batch) == 1 for batch in batches)  # one dataset per batch
+    for name, weight in weights.items():
+        assert abs(np.mean([names[i] == name for i in drawn]) - weight) < 0.02
+    # Distinct samples within a batch when the dataset has enough; "c" (3 samples) repeats.
+    assert all(len(set(drawn[start : start + 8])) == 8 for start in range(0, 800, 8) if names[drawn[start]] != "c")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        MixtureSampler(names, weights, batch_size=0)
+
+
 def test_freezing_trains_exactly_the_phase_prefixes(tiny_model, tiny_processor, small_data):
     model = copy.deepcopy(tiny_model)
     freeze_for_phase(model, PHASES["1.1"])
@@ -488,3 +504,27 @@ def test_push_to_hub_publishes_each_phase_the_merged_model_and_a_non_empty_adapt
     )
     summary = json.loads((out / "final" / "training_summary.json").read_text())
     assert summary["phases"][-1]["name"] == "3"
+
+
+def test_built_in_recipe_names_resolve_from_inside_recipes(monkeypatch):
+    """Regression: run from recipes/, `--recipe embedded` (the default) meant the `embedded/` code folder there, which
+    holds no phase YAMLs, and every run failed; a folder path still works."""
+    recipe = load_recipe()
+    monkeypatch.chdir(REPO / "recipes")
+    runs = recipe.phase_configs(["--output_dir", "out"])
+    assert [name for name, *_ in runs] == ["1.1", "1.2", "2", "3"]
+    assert runs[0][1].modalities == ["audio"] and runs[3][1].evaluate  # the embedded YAMLs' values
+    assert recipe.recipe_folder("embedded") == REPO / "recipes" / "configs" / "embedded"
+    assert recipe.recipe_folder("./embedded") == Path("./embedded")
+
+
+def test_help_lists_the_recipes_options_first_and_each_phases_real_settings(capsys):
+    recipe = load_recipe()
+    assert recipe.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.index("--phase") < text.index("What each phase") and "--learning_rate" not in text.split("What")[0]
+    table = text.split("What each phase of --recipe embedded sets")[1].splitlines()
+    phase_3 = next(line.split() for line in table if line.strip().startswith("3 "))
+    assert "True" in phase_3 and len(text.splitlines()) < 150  # phase 3 evaluates; the trainer's options are not here
+    assert recipe.main(["--help-all"]) == 0
+    assert "--learning_rate" in capsys.readouterr().out

@@ -387,6 +387,8 @@ class NanoEmoXTrainer(SFTTrainer):
         mixture_weights: sampling weight of each dataset of the mixture; uniform shuffling when omitted.
         run_every_branch: add [`absent_branches_pass`] to each training loss, so that every trainable module takes
             part in every step on every rank. Defaults to on when training on more than one process.
+        one_dataset_per_batch: draw every per-device batch from one dataset of the mixture ([`MixtureSampler`]'s
+            `batch_size`): the same shares, less padding.
     """
 
     def __init__(
@@ -394,9 +396,11 @@ class NanoEmoXTrainer(SFTTrainer):
         *args,
         mixture_weights: dict[str, float] | None = None,
         run_every_branch: bool | None = None,
+        one_dataset_per_batch: bool = False,
         **kwargs,
     ):
         self.mixture_weights = mixture_weights
+        self.one_dataset_per_batch = one_dataset_per_batch
         super().__init__(*args, **kwargs)
         self.run_every_branch = self.args.world_size > 1 if run_every_branch is None else run_every_branch
 
@@ -450,7 +454,8 @@ class NanoEmoXTrainer(SFTTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.mixture_weights:
             return super()._get_train_sampler(train_dataset)
-        return MixtureSampler(dataset["dataset"], self.mixture_weights, seed=self.args.seed)
+        batch_size = self.args.per_device_train_batch_size if self.one_dataset_per_batch else None
+        return MixtureSampler(dataset["dataset"], self.mixture_weights, seed=self.args.seed, batch_size=batch_size)
 
 
 def phase_by_name(name: str) -> Phase:

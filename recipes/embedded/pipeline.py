@@ -48,6 +48,12 @@ CONFLICT_SCENES = ("masked_smile", "poker_face", "calm_voice")
 HEADLINE_METRICS = {"msa": "accuracy", "mer": "accuracy", "mir": "accuracy", "erg": "emotion_accuracy"}
 EVAL_MAX_NEW_TOKENS = {"msa": 4, "mer": 12, "ovmer": 24, "mir": 8, "eri": 96, "erg": 128}
 NUM_WORKERS = 2
+# One intra-op thread per process, in every stage. Where two processes share the two cores (data, towers, phases
+# 1.1 and 1.2) a second thread only competes: a face-encoder training step took 0.29 s on two threads against 0.09 s
+# on one (idle 2-core machine, measured). Where one process runs alone (phases 2 and 3), two threads made a phase-3
+# step 1.5 times faster on the idle machine (0.13 vs 0.20 s) but 50 times slower on a busy one (10 s: the threads
+# spin waiting for a core), and the results would depend on the thread count; one thread keeps the run's time and
+# its eval_results.json the same whatever else the machine does.
 THREADS = 1
 # Tower pre-training, chosen on a validation split of training people (identity % 5 == 0, 87 samples; a fresh
 # linear probe on the frozen features, trained on the other people): 150 steps at 3e-3 gave video 0.62, face 0.39,
@@ -66,7 +72,8 @@ def _cpu_seconds() -> float:
 
 
 class StageClock:
-    """Wall and CPU seconds (this process and its finished workers) of each named stage."""
+    """Wall and CPU seconds (this process and its finished workers) of each named stage, and the intra-op threads
+    (per process) it ended with."""
 
     def __init__(self):
         self.stages: dict[str, dict[str, float]] = {}
@@ -76,7 +83,8 @@ class StageClock:
     def stage(self, name: str):
         wall, cpu = time.perf_counter(), _cpu_seconds()
         yield
-        self.stages[name] = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(_cpu_seconds() - cpu, 1)}
+        self.stages[name] = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(_cpu_seconds() - cpu, 1),
+                             "threads": torch.get_num_threads()}  # fmt: skip
         logger.warning(f"stage {name}: {self.stages[name]['wall_s']} s wall, {self.stages[name]['cpu_s']} s CPU")
 
     def total(self) -> dict[str, float]:
@@ -103,7 +111,6 @@ def machine() -> dict:
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": memory,
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -145,6 +152,74 @@ def _decode_all(processor, samples) -> dict[str, torch.Tensor]:
         return _stack(rows)
     finally:
         _PROCESSOR = None
+
+
+# The face encoder's steps cost about as much as the vision and audio towers' together (0.11 vs 0.08 CPU-s per
+# step, measured): one process trains it, a forked one the other two.
+TOWER_SPLIT = (("face",), ("video", "audio"))
+# (model, pretrain_towers kwargs, torch generator state) of the forked tower worker (inherited, not pickled)
+_TOWER_JOB = None
+
+
+def _pretrain_in_worker(towers: tuple[str, ...]):
+    from .towers import pretrain_towers, tower_modules
+
+    torch.set_num_threads(1)
+    model, job, generator_state = _TOWER_JOB
+    torch.set_rng_state(generator_state)  # the probes the parent draws
+    accuracy = pretrain_towers(model, towers=towers, **job)
+    modules = tower_modules(model)
+    return accuracy, {name: modules[name].state_dict() for name in towers}
+
+
+def _pretrain_towers_on_two_cores(model, job: dict, bar) -> dict[str, float]:
+    """`pretrain_towers` with the towers of `TOWER_SPLIT` trained in two processes at once from one generator state;
+    the same towers as one process training all three (each tower's loss reaches only its own weights, both processes
+    draw the same batches and probes)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .towers import pretrain_towers, tower_modules
+
+    global _TOWER_JOB
+    _TOWER_JOB = (model, job, torch.get_rng_state())
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            other = pool.submit(_pretrain_in_worker, TOWER_SPLIT[1])
+            accuracy = pretrain_towers(model, towers=TOWER_SPLIT[0], progress=bar, **job)
+            other_accuracy, states = other.result()
+    finally:
+        _TOWER_JOB = None
+    modules = tower_modules(model)
+    for name, state in states.items():
+        modules[name].load_state_dict(state)
+    return {**accuracy, **other_accuracy}
+
+
+_ALONGSIDE = None  # the function the forked process of `run_alongside` runs (inherited, not pickled)
+
+
+def _run_alongside_in_worker() -> None:
+    torch.set_num_threads(THREADS)
+    _ALONGSIDE()
+
+
+def run_alongside(first, second) -> None:
+    """Runs `first()` in a forked process while `second()` runs in this one (each on its own core); returns when
+    both are done and raises the first one's error, if any, after `second()` has finished. Results stay on disk (the
+    phases' folders): nothing is sent back."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _ALONGSIDE
+    _ALONGSIDE = first
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            other = pool.submit(_run_alongside_in_worker)
+            second()
+            other.result()
+    finally:
+        _ALONGSIDE = None
 
 
 def _write_feature_cache(root: Path, model, processor, samples, features: dict[str, torch.Tensor]) -> None:
@@ -196,7 +271,7 @@ def prepare(output_dir: Path, args, clock: StageClock) -> tuple[str, str]:
     from modeling_nanoemox.training.curriculum import save_folder_atomically, saved_model_complete
 
     from .dataset import build_synthetic_dataset
-    from .towers import build_start_model, pretrain_towers, tower_features
+    from .towers import build_start_model, tower_features
 
     data_root, start = output_dir / "data", output_dir / "start"
     cache_root = None
@@ -228,12 +303,11 @@ def prepare(output_dir: Path, args, clock: StageClock) -> tuple[str, str]:
     with clock.stage("towers"):
         cues = {c["id"]: c for c in map(json.loads, (data_root / "cues.jsonl").read_text().splitlines())}
         train_media = {key: value[: len(train)] for key, value in media.items()}
+        job = {"processor": processor, "samples": train, "face_labels": {i: c["face"] for i, c in cues.items()},
+               "voice_labels": {i: c["voice"] for i, c in cues.items()}, "steps": TOWER_STEPS,
+               "learning_rate": TOWER_LEARNING_RATES, "media": train_media}  # fmt: skip
         with tqdm(total=TOWER_STEPS, desc="tower pre-training", unit="step") as bar:
-            accuracy = pretrain_towers(
-                model, processor, train, {i: c["face"] for i, c in cues.items()},
-                {i: c["voice"] for i, c in cues.items()}, steps=TOWER_STEPS, learning_rate=TOWER_LEARNING_RATES,
-                media=train_media, progress=bar,
-            )  # fmt: skip
+            accuracy = _pretrain_towers_on_two_cores(model, job, bar)
         logger.warning(f"Tiny towers pre-trained (probe accuracy on the last training batch: {accuracy}).")
         save_folder_atomically(
             start, lambda folder: (model.save_pretrained(folder), processor.save_pretrained(folder))
@@ -390,6 +464,44 @@ def _print_table(results: dict) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+# The README's results table: (task, label, metrics shown as "a / b") per row.
+TABLE_ROWS = (
+    ("mer", "accuracy / weighted F1", ("accuracy", "weighted_f1")),
+    ("msa", "accuracy / weighted F1", ("accuracy", "weighted_f1")),
+    ("mir", "accuracy / macro F1", ("accuracy", "macro_f1")),
+    ("erg", "speaker-emotion accuracy / coarse hit rate", ("emotion_accuracy", "coarse_hit_rate")),
+    ("ovmer", "exact-word F (no emotion wheel)", ("exact_f_score",)),
+    ("eri", "ROUGE-L with the gold rationale (no LLM judge)", ("rouge_l",)),
+)
+
+
+def markdown_table(results: dict) -> str:
+    """The results as the README's markdown table (written to OUTPUT_DIR/eval_results.md): per task the model, chance,
+    the bar, the conflicting-cue samples alone (their count) and the fusion-zeroed ablation."""
+
+    def values(block: dict, metrics) -> str:
+        found = [block.get(metric) for metric in metrics]
+        return "—" if any(v is None for v in found) else " / ".join(f"{v:.3f}" for v in found)
+
+    lines = [
+        "| task | metric | model | chance | bar | conflicting cues | fusion zeroed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, label, metrics in TABLE_ROWS:
+        if task not in results["tasks"]:
+            continue
+        bar = results["bars"].get(task)
+        conflict = results["conflicting_cues"].get(task)
+        conflict_text = "—" if conflict is None else f"{values(conflict, metrics[:1])} ({conflict['samples']})"
+        needed = "—" if bar is None else f"{bar['needed']:.3f}" + (" ✓" if bar["passed"] else " ✗")
+        lines.append(
+            f"| {task.upper().replace('OVMER', 'OV-MER')} | {label} | {values(results['tasks'][task], metrics)} | "
+            f"{values(results['chance'].get(task, {}), metrics)} | {needed} | {conflict_text} | "
+            f"{values(results['fusion_zeroed'].get(task, {}), metrics)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # ---- the calls recipes/p2e.py makes ----------------------------------------------------------------------------
 
 CLOCK = StageClock()  # the run's stages; p2e times its phases with `CLOCK.stage(f"phase {name}")`
@@ -397,11 +509,10 @@ MACHINE: dict = {}
 
 
 def prepare_embedded(output_dir: Path, args) -> tuple[str, str]:
-    """p2e's embedded default, before the phases: one intra-op thread, the machine recorded, then [`prepare`];
+    """p2e's embedded default, before the phases: one intra-op thread per process, the machine recorded, then
+    [`prepare`];
     returns (data_root, start model folder). With `NANOEMOX_EMBEDDED_VALIDATION=1` the data root is the validation
     split carved from the training people ([`carve_validation`]), for choosing settings without the test split."""
-    # One intra-op thread: the tiny model's operations are far too small to split, and two threads on two busy cores
-    # spent 70 times the CPU of one in a tower's training step (spinning, measured); the second core decodes.
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     MACHINE.update(machine())
@@ -421,6 +532,7 @@ def evaluate_embedded(output_dir: Path, data_root: str, args) -> dict:
         results = evaluate(output_dir, data_root, args, CLOCK)
     results["run"] = {"machine": MACHINE or machine(), "stages": CLOCK.stages, "total": CLOCK.total()}
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output_dir / "eval_results.md").write_text(markdown_table(results))
     _print_table(results)
     stages = ", ".join(f"{name} {times['wall_s']} s" for name, times in CLOCK.stages.items())
     sys.stdout.write(f"total {results['run']['total']['wall_s']} s wall ({stages})\n")

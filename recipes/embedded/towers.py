@@ -15,6 +15,7 @@ from .dataset import tokenizer_texts
 # prompt (the default one is 30 of the tiny tokenizer's tokens in every sample) and 8 audio windows of 0.25 s that
 # tile a 2-s clip (8 windows of the default 2 s would all be the same 2 s, 8 times the audio tower's work).
 EMBEDDED_PROCESSOR_SETTINGS = {"system_prompt": "You are Nano-EmoX.", "audio_clip_seconds": 0.25}
+TOWERS = ("video", "face", "audio")
 
 
 def build_start_model(seed: int = 0) -> tuple[NanoEmoXForConditionalGeneration, NanoEmoXProcessor]:
@@ -76,6 +77,7 @@ def pretrain_towers(
     seed: int = 0,
     media: dict[str, torch.Tensor] | None = None,
     progress=None,
+    towers: tuple[str, ...] = TOWERS,
 ) -> dict[str, float]:
     """
     Gives a tiny model's random towers a short supervised pre-training: the vision tower and the face encoder learn
@@ -90,10 +92,17 @@ def pretrain_towers(
             sample, in `samples` order) when already decoded; decoded here otherwise.
         learning_rate: one for all, or one per tower (`{"video": …, "face": …, "audio": …}`).
         progress: a `tqdm`-like object whose `update(1)` is called per step.
+        towers: which towers train (among `TOWERS`). Each tower's loss reaches only its own parameters, and every
+            subset draws the same batches and probes, so two subsets trained in two processes forked from one state
+            are the towers that training all of them together gives (what the embedded pipeline does, one process
+            per core).
 
     Returns:
         The probes' final training accuracy per tower.
     """
+    unknown = set(towers) - set(TOWERS)
+    if not towers or unknown:
+        raise ValueError(f"towers must be a non-empty subset of {TOWERS}, got {towers!r}.")
     inner = model.model
     keep = [i for i, s in enumerate(samples) if s.video is not None and s.id in face_labels and s.id in voice_labels]
     if not keep:
@@ -105,46 +114,53 @@ def pretrain_towers(
     index = {label: i for i, label in enumerate(classes)}
     if media is None:
         media = tower_inputs(processor, [s.video for s in samples])
-    frames = media["pixel_values_videos"][:, ::2]  # (N, T/2, 3, S, S): 4 of the 8 frames are enough for a probe
-    faces = media["face_pixel_values"][:, ::2]
-    audio = media["audio_values"][:, ::4]  # (N, C/4, samples): 2 of the 8 clips
+    inputs = {
+        "video": media["pixel_values_videos"][:, ::2],  # (N, T/2, 3, S, S): 4 of the 8 frames are enough for a probe
+        "face": media["face_pixel_values"][:, ::2],
+        "audio": media["audio_values"][:, ::4],  # (N, C/4, samples): 2 of the 8 clips
+    }
     face_targets = torch.tensor([index[face_labels[s.id]] for s in samples])
     voice_targets = torch.tensor([index[voice_labels[s.id]] for s in samples])
-
-    towers = (inner.vision_tower, inner.face_encoder, inner.audio_tower)
-    probes = nn.ModuleDict(
-        {
-            "video": nn.Linear(model.config.vision_config.hidden_size, len(classes)),
-            "face": nn.Linear(model.config.face_config.hidden_size, len(classes)),
-            "audio": nn.Linear(model.config.audio_config.hidden_size, len(classes)),
-        }
-    )
-    for tower in towers:
-        tower.requires_grad_(True)  # eval mode stays: no dropout, and the towers read their layers by index
+    targets = {"video": face_targets, "face": face_targets, "audio": voice_targets}
+    # The feature each probe reads (B, D): the CLS token of each frame / clip, averaged over time; the face encoder's
+    # per-frame vectors, averaged.
+    features = {
+        "video": lambda x: inner.get_video_tower_features(x)[:, :, 0].mean(dim=1),
+        "face": lambda x: inner.get_face_tower_features(x).mean(dim=1),
+        "audio": lambda x: inner.get_audio_tower_features(x)[:, :, 0].mean(dim=1),
+    }
+    widths = {"video": model.config.vision_config.hidden_size, "face": model.config.face_config.hidden_size,
+              "audio": model.config.audio_config.hidden_size}  # fmt: skip
+    # Probes for every tower, whichever train, from torch's generator as the caller left it: the same probes for any
+    # subset, so processes forked from one state train the towers one process would. (A probe initialisation of its
+    # own seed instead collapsed the audio tower to chance at its learning rate, measured.)
+    probes = nn.ModuleDict({name: nn.Linear(widths[name], len(classes)) for name in TOWERS})
+    modules = tower_modules(model)
+    for name in towers:
+        modules[name].requires_grad_(True)  # eval mode stays: no dropout, and the towers read their layers by index
     rates = learning_rate if isinstance(learning_rate, dict) else dict.fromkeys(probes, learning_rate)
     groups = [
-        {"params": [*tower.parameters(), *probes[name].parameters()], "lr": rates[name]}
-        for name, tower in zip(("video", "face", "audio"), towers)
+        {"params": [*modules[name].parameters(), *probes[name].parameters()], "lr": rates[name]} for name in towers
     ]
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     generator = np.random.default_rng(seed)
     correct = {}
     for _ in range(steps):
         rows = torch.from_numpy(generator.choice(len(samples), size=min(batch_size, len(samples)), replace=False))
-        logits = {
-            # CLS token of each frame / clip, averaged over time: (B, D) → (B, classes)
-            "video": probes["video"](inner.get_video_tower_features(frames[rows])[:, :, 0].mean(dim=1)),
-            "face": probes["face"](inner.get_face_tower_features(faces[rows]).mean(dim=1)),
-            "audio": probes["audio"](inner.get_audio_tower_features(audio[rows])[:, :, 0].mean(dim=1)),
-        }
-        targets = {"video": face_targets[rows], "face": face_targets[rows], "audio": voice_targets[rows]}
-        loss = sum(nn.functional.cross_entropy(logits[m], targets[m]) for m in logits)
+        logits = {name: probes[name](features[name](inputs[name][rows])) for name in towers}
+        loss = sum(nn.functional.cross_entropy(logits[name], targets[name][rows]) for name in towers)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        correct = {m: (logits[m].argmax(-1) == targets[m]).float().mean().item() for m in logits}
+        correct = {name: (logits[name].argmax(-1) == targets[name][rows]).float().mean().item() for name in towers}
         if progress is not None:
             progress.update(1)
-    for tower in towers:
-        tower.requires_grad_(False)
+    for name in towers:
+        modules[name].requires_grad_(False)
     return correct
+
+
+def tower_modules(model: NanoEmoXForConditionalGeneration) -> dict[str, nn.Module]:
+    """The three towers by the names [`pretrain_towers`] uses."""
+    inner = model.model
+    return {"video": inner.vision_tower, "face": inner.face_encoder, "audio": inner.audio_tower}
