@@ -1305,12 +1305,21 @@ class NanoEmoXProcessor(ProcessorMixin):
         return tuple(sorted(t for t in tokens if t))
 
     def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
-        """Decodes generated ids (slice off the prompt first: `out[:, inputs["input_ids"].shape[1]:]`)."""
+        """Decodes generated ids (slice off the prompt first: `out[:, inputs["input_ids"].shape[1]:]`). Each answer
+        is decoded whole, so what is still not valid UTF-8 (a character cut off by the token budget, stray bytes of
+        an untrained model) is dropped rather than shown as U+FFFD."""
         texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+        texts = [text.replace("\ufffd", "") for text in texts]
         if self.prompt_style == "authors":
             # The authors' answers end with "###" (conversation_video.py:279-280 cut there).
             texts = [text.split(AUTHORS_TARGET_END, 1)[0].strip() for text in texts]
         return texts
+
+    def decode(self, token_ids, skip_special_tokens: bool = True, **kwargs) -> str:
+        """One answer's ids as text, as [`batch_decode`] decodes them."""
+        if isinstance(token_ids, torch.Tensor):
+            token_ids = token_ids.tolist()
+        return self.batch_decode([token_ids], skip_special_tokens=skip_special_tokens, **kwargs)[0]
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """

@@ -845,3 +845,12 @@ def test_astronaut_clip_gives_honest_face_boxes_in_original_pixels(tiny_processo
     assert all(box_iou(truth, box[None])[0] >= 0.5 for box in faces)
     assert (crops[:, 2] > faces[:, 2]).all() and (crops[:, :2] <= faces[:, :2]).all()
     assert [FACE_SOURCES[code] for code in inputs["face_source"][0].tolist()] == ["detected"] * 8
+
+
+def test_decoded_answers_never_show_replacement_characters(tiny_processor):
+    tokenizer = tiny_processor.tokenizer
+    lone_byte = tokenizer.convert_tokens_to_ids("Ã")  # byte 0xC3 of byte-level BPE: the first half of "é" alone
+    ids = tokenizer("I feel calm", add_special_tokens=False)["input_ids"] + [lone_byte]
+    assert "\ufffd" in tokenizer.decode(ids)
+    assert tiny_processor.batch_decode([ids]) == ["I feel calm"]
+    assert tiny_processor.decode(torch.tensor(ids)) == "I feel calm"
