@@ -198,8 +198,9 @@ class MTCNNFaceDetector(FaceDetector):
     pins (torch < 2.3, numpy < 2, torchvision) are not needed. Tolerates moderate roll, so no roll search by default.
     `min_face_size` is in pixels of the (shrunk) detection frame; by default `min_face_fraction` of its longest side
     (1/16: 40 px at 640, which still finds the benchmark's 1/20-width faces), at least 20 px — the P-Net pyramid's
-    cost grows with (1 / min_face_size)². `detect_many` runs the cascade on `batch_size` frames at a time: 4 keeps
-    most of the batching gain and adds about 10 MB to the peak resident memory at 640 px (a whole 8-frame clip: 45 MB).
+    cost grows with (1 / min_face_size)². `detect_many` runs the cascade on `batch_size` frames at a time: the
+    processor's peak resident memory at 640 px was 579–592 MB with 2 (as fast as 1 frame at a time, 584–590 MB),
+    594–618 MB with 4 and 628 MB with a whole 8-frame clip (`benchmarks/bench_processor.py`; target < 600 MB).
     """
 
     name = "mtcnn"
@@ -213,7 +214,7 @@ class MTCNNFaceDetector(FaceDetector):
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         min_score: float = 0.9,
         weights_dir: str | None = None,
-        batch_size: int = 4,
+        batch_size: int = 2,
     ):
         super().__init__(max_side)
         from .mtcnn_nanoemox import load_mtcnn_weights
