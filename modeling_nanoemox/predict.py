@@ -95,12 +95,13 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto", quantize
 
     `dtype="auto"` is the fastest correct dtype on the device (`default_inference_dtype`: fp32 on a CPU without native
     bf16, where a bf16 checkpoint would run 4.3× slower; bf16 on CUDA), not transformers' "the checkpoint's dtype".
-    `quantize="int8"` (CPU only) applies `quantize_for_cpu`. On a CPU the intra-op threads are set to the physical cores.
+    `quantize="int8"` (CPU only) applies `quantize_for_cpu`. On a CPU the intra-op threads are set to the physical cores and the allocator keeps large buffers
+    (`configure_cpu_inference`).
     """
     import torch
     from transformers import AutoModel, AutoProcessor
 
-    from .quantization_nanoemox import configure_cpu_threads, default_inference_dtype, quantize_for_cpu
+    from .quantization_nanoemox import configure_cpu_inference, default_inference_dtype, quantize_for_cpu
 
     check_model_id(model_id)
     if device is None:
@@ -109,8 +110,6 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto", quantize
     on_cpu = torch.device(device).type == "cpu"
     if quantize is not None and not on_cpu:
         raise ValueError(f"--quantize {quantize} is for CPU inference; got --device {device}.")
-    if on_cpu:
-        configure_cpu_threads()
     if quantize is not None and dtype == "auto":
         torch_dtype = "auto"  # the checkpoint's own dtype: quantize_for_cpu sets the dtype of every part
     elif dtype == "auto":
@@ -131,6 +130,8 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto", quantize
         raise OSError(f"no such model folder or Hub id: {model_id} ({' '.join(str(error).split())[:200]})") from None
     if quantize is not None:
         model = quantize_for_cpu(model, quantize)
+    if on_cpu:
+        configure_cpu_inference()
     return model.to(device).eval(), processor
 
 

@@ -56,16 +56,19 @@ bench_cpu_inference.py`):
 """
 
 import ctypes
+import functools
 import math
 import mmap
 import os
+import platform
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers.utils import logging
+from transformers.utils import ModelOutput, logging
 
 logger = logging.get_logger(__name__)
 
@@ -78,6 +81,9 @@ TOWERS = ("vision_tower", "audio_tower", "face_encoder")
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # Block size in which `quantize_for_cpu` converts a checkpoint tensor to fp32 (see `_float32_copy`).
 CONVERSION_BLOCK_BYTES = 64 * 2**20
+# glibc's mallopt parameters (malloc.h) and the free heap top `configure_cpu_allocator` lets malloc keep.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+ALLOCATOR_TRIM_THRESHOLD = 2**30
 
 
 def _cpu_flags() -> set[str]:
@@ -142,6 +148,41 @@ def configure_cpu_threads(num_threads: int | None = None) -> int:
     return num_threads
 
 
+def configure_cpu_allocator() -> bool:
+    """
+    Makes glibc's `malloc` keep large freed buffers for reuse instead of returning them to the system, and returns
+    whether it could (False off glibc, e.g. macOS or musl, where nothing changes). Process-wide and idempotent.
+
+    Why: glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh `mmap` and unmaps it on
+    `free`, so each such tensor is page-faulted and zeroed by the kernel again on every use. The towers' activations
+    are of that size at full size (CLIP's MLP: 8 frames × 257 tokens × 4096 × 4 bytes = 34 MB): on the 2-core
+    machine of `benchmarks/bench_cpu_inference.py` the int8 vision tower spent 1.3 s of 9.6 in element-wise ops that
+    take 0.23 s once the pages are reused, and 8.1 → 6.1 s in all. jemalloc or tcmalloc (`LD_PRELOAD`) do the same
+    for a whole process; this needs no preloading. The memory kept is what the largest forward pass used anyway.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # mallopt returns 1 on success. No mmap for any allocation the heap can serve (a thread's arena still maps
+    # requests above its 64 MB heap size), and no trimming of the heap's free top below 1 GB.
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, ALLOCATOR_TRIM_THRESHOLD))
+
+
+def configure_cpu_inference(num_threads: int | None = None) -> int:
+    """
+    Sets this process up for CPU inference: [`configure_cpu_threads`] (returns the thread count) and
+    [`configure_cpu_allocator`]. Call it once the model is loaded (and quantized): from then on malloc keeps what it
+    frees, and the transient copies made while loading (0.6 GB at full size) would stay with the process.
+    `nanoemox predict` and the demo call it on a CPU.
+    """
+    configure_cpu_allocator()
+    return configure_cpu_threads(num_threads)
+
+
 def _quantized_engine() -> str:
     engines = torch.backends.quantized.supported_engines
     for engine in ("x86", "fbgemm", "qnnpack"):
@@ -156,12 +197,13 @@ def quantize_for_cpu(
     *,
     language_model: str | None = "float16",
     towers: bool = True,
-    lm_head: bool = False,
+    lm_head: bool | None = None,
 ) -> nn.Module:
     """
     Quantizes, in place, the frozen parts of a [`NanoEmoXForConditionalGeneration`] for CPU inference and converts the
-    rest to fp32, otherwise exact: the embeddings (with the placeholders' rows), the modality heads and adapters, the
-    fusion encoder, and `lm_head` unless `lm_head=True`.
+    rest to fp32, otherwise exact: the modality heads and adapters and the fusion encoder. The embedding table (with
+    the placeholders' rows) keeps its values: in fp32, or, when `lm_head` is quantized, in the dtype it was loaded in
+    (a bf16 checkpoint's own values, 2 bytes each) with lookups returned in fp32 ([`Float32OutputEmbedding`]).
 
     `mode="int8"`: the linear layers of the vision, audio and face towers (with `towers=True`) in int8 — weights per
     output channel, activations quantized dynamically per call (`torch.ao` dynamic quantization, FBGEMM kernels on
@@ -185,7 +227,9 @@ def quantize_for_cpu(
         mode: `"int8"`.
         language_model: `"float16"`, `"int8"` or `None` (see above).
         towers: quantize the towers' linear layers to int8.
-        lm_head: also quantize `lm_head` like the language model (unties it from the embeddings, which stay exact).
+        lm_head: also quantize `lm_head` like the language model, which unties it from the embedding table. Default
+            (`None`): with `language_model="float16"`, whose fp16 copy holds every bf16 value of normal magnitude
+            exactly and halves the bytes read per decoded token (0.93 → 0.47 GB at full size); not with `"int8"`.
 
     Returns:
         The same model, quantized, in eval mode.
@@ -201,20 +245,18 @@ def quantize_for_cpu(
         raise ValueError(f"quantize_for_cpu quantizes a model on the CPU; its parameters are on {sorted(devices)}.")
     if lm_head and language_model is None:
         raise ValueError("quantize_for_cpu: lm_head=True quantizes lm_head like the language model, which is None.")
+    if lm_head is None:
+        lm_head = language_model == "float16"
     torch.backends.quantized.engine = _quantized_engine()
     inner = model.model
     targets = [(getattr(inner, part), "int8") for part in (TOWERS if towers else ())]
     if language_model is not None:
         targets.append((inner.language_model, language_model))
-    if lm_head:
-        model.config.text_config.tie_word_embeddings = False
-        model.config.tie_word_embeddings = False
-        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
     with warnings.catch_warnings():
         # torch 2.13 flags every torch.ao.quantization call as deprecated (see the module docstring).
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
-        released = 0
+        released = _quantize_lm_head(model, language_model) if lm_head else 0
         for root, kind in targets:
             # By name, not a list of modules: a list would keep every replaced layer (and its fp32 copy) alive.
             names = [name for name, module in root.named_modules() if type(module) is nn.Linear]
@@ -226,15 +268,129 @@ def quantize_for_cpu(
                 originals = [tensor.detach() for tensor in (linear.weight, linear.bias) if tensor is not None]
                 setattr(parent, leaf, _quantize_linear(linear, kind))
                 released += release_checkpoint_pages(originals)
-        if lm_head:
-            model.lm_head = _quantize_linear(model.lm_head, language_model)
     released += _to_float32(model)
     _drop_unread_vision_layers(model)
+    for part in TOWERS if towers else ():
+        split_batch_across_threads(getattr(inner, part))
     logger.debug("quantize_for_cpu released %.2f GB of memory-mapped checkpoint pages.", released / 1e9)
     model.eval()
     model.nanoemox_quantization = {"mode": mode, "language_model": language_model, "towers": towers,
                                    "lm_head": lm_head}  # fmt: skip
     return model
+
+
+class Float32OutputEmbedding(nn.Embedding):
+    """
+    An `nn.Embedding` whose table stays in the dtype it was loaded in (a bf16 checkpoint's exact values, as views of
+    the memory-mapped file, so only the rows looked up become resident) while its lookups are fp32, the dtype of the
+    rest of a [`quantize_for_cpu`] model. `forward(input_ids (B, L)) -> (B, L, hidden)` in fp32.
+    """
+
+    @classmethod
+    def wrap(cls, embedding: nn.Embedding) -> "Float32OutputEmbedding":
+        """The same table (not a copy) behind a `Float32OutputEmbedding`."""
+        return cls(
+            embedding.num_embeddings,
+            embedding.embedding_dim,
+            padding_idx=embedding.padding_idx,
+            max_norm=embedding.max_norm,
+            norm_type=embedding.norm_type,
+            scale_grad_by_freq=embedding.scale_grad_by_freq,
+            sparse=embedding.sparse,
+            _weight=embedding.weight.detach(),
+            _freeze=True,
+        )
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input).to(torch.float32)
+
+
+def _quantize_lm_head(model: nn.Module, kind: str) -> int:
+    """
+    Replaces `lm_head` by a `kind` linear layer of its own, untied from the embedding table, which becomes a
+    [`Float32OutputEmbedding`] of the same values; returns the bytes of checkpoint pages released. Done before the
+    other layers, while the model is still mostly unconverted, so the transient fp32 copy of the 151,936 × 1,536
+    table (0.93 GB at full size) never adds to the peak.
+    """
+    model.config.text_config.tie_word_embeddings = False
+    model.config.tie_word_embeddings = False
+    embeddings = model.get_input_embeddings()
+    head = model.lm_head
+    # A Parameter of its own over the same data: converting the head must not convert the shared Parameter in place.
+    untied = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None, device="meta")
+    untied.weight = nn.Parameter(head.weight.detach(), requires_grad=False)
+    if head.bias is not None:
+        untied.bias = nn.Parameter(head.bias.detach(), requires_grad=False)
+    model.set_input_embeddings(Float32OutputEmbedding.wrap(embeddings))
+    model.lm_head = _quantize_linear(untied, kind)
+    # The table's pages read while packing fault in again from the file when a row is looked up.
+    return release_checkpoint_pages([embeddings.weight.detach()])
+
+
+def split_batch_across_threads(module: nn.Module) -> nn.Module:
+    """
+    Makes `module`'s forward run its batch in as many contiguous chunks as PyTorch has intra-op threads, each chunk
+    in a thread of its own with one intra-op thread, and concatenate the outputs (tensors, tuples and `ModelOutput`s,
+    along dim 0); returns `module`. For modules whose batch items are computed independently (the towers in eval
+    mode) and that take the batch as their first argument with no other tensor argument; otherwise, with one thread,
+    a batch of one or autograd on, the forward runs as it is.
+
+    Why: on the 2-core machine of `benchmarks/bench_cpu_inference.py` FBGEMM's int8 kernels scale poorly over two
+    threads (one 2056 × 1024 × 4096 matmul: 111 ms on one thread, 94 ms on two), while two one-thread chunks run side
+    by side at nearly the one-thread speed each, and do not wait on each other when the machine is busy. The int8
+    towers then took 0.85–0.96 of their two-thread time (three runs, 8 frames and 8 audio clips). Dynamic int8
+    quantization picks one activation scale per call, so a chunk's features can differ slightly from the whole
+    batch's; [`quantize_for_cpu`] uses this for its int8 towers only.
+    """
+    forward = module.forward
+
+    def split_forward(batch, *args, **kwargs):
+        workers = min(torch.get_num_threads(), len(batch)) if isinstance(batch, torch.Tensor) else 1
+        extra_tensors = any(isinstance(value, torch.Tensor) for value in (*args, *kwargs.values()))
+        if workers < 2 or extra_tensors or torch.is_grad_enabled():
+            return forward(batch, *args, **kwargs)
+        chunks = batch.tensor_split(workers)
+        outputs, errors = [None] * workers, []
+        previous_threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
+
+        def run(index: int) -> None:
+            # Grad and inference mode are per thread: each chunk runs in the caller's.
+            torch.set_num_threads(1)
+            try:
+                with torch.inference_mode(inference), torch.no_grad():
+                    outputs[index] = forward(chunks[index], *args, **kwargs)
+            except BaseException as error:  # re-raised in the calling thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=run, args=(index,), daemon=True) for index in range(1, workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            run(0)
+        finally:
+            for thread in threads:
+                thread.join()
+            torch.set_num_threads(previous_threads)  # the caller's, and the default of threads started later
+        if errors:
+            raise errors[0]
+        return _concatenate(outputs)
+
+    module.forward = functools.update_wrapper(split_forward, forward)
+    return module
+
+
+def _concatenate(outputs: list):
+    """Concatenates, along dim 0, the outputs of one forward on consecutive chunks of a batch."""
+    first = outputs[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        return torch.cat(outputs)
+    if isinstance(first, ModelOutput):
+        return type(first)(**{key: _concatenate([output[key] for output in outputs]) for key in first.keys()})
+    if isinstance(first, (tuple, list)):
+        return type(first)(_concatenate(list(items)) for items in zip(*outputs))
+    raise TypeError(f"split_batch_across_threads: cannot concatenate outputs of type {type(first).__name__}.")
 
 
 def _drop_unread_vision_layers(model: nn.Module) -> None:
@@ -270,6 +426,8 @@ def _to_float32(model: nn.Module) -> int:
     converted = {}
     released = 0
     for module in model.modules():
+        if isinstance(module, Float32OutputEmbedding):
+            continue  # kept in its own dtype on purpose
         for store in (module._parameters, module._buffers):
             for name, tensor in list(store.items()):
                 if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float32:
@@ -367,6 +525,9 @@ def is_quantized_linear(module: nn.Module) -> bool:
 
 
 __all__ = [
+    "Float32OutputEmbedding",
+    "configure_cpu_allocator",
+    "configure_cpu_inference",
     "configure_cpu_threads",
     "cpu_has_fast_bf16",
     "default_inference_dtype",
@@ -374,4 +535,5 @@ __all__ = [
     "physical_cpu_cores",
     "quantize_for_cpu",
     "release_checkpoint_pages",
+    "split_batch_across_threads",
 ]

@@ -556,10 +556,10 @@ class NanoEmoXDemo:
         self.model = AutoModel.from_pretrained(served.source, trust_remote_code=True, dtype=torch_dtype)
         if quantize is not None:
             # The library's CPU path (int8 towers, lighter LLM): needs the nanoemox package installed.
-            from modeling_nanoemox.quantization_nanoemox import configure_cpu_threads, quantize_for_cpu
+            from modeling_nanoemox.quantization_nanoemox import configure_cpu_inference, quantize_for_cpu
 
-            configure_cpu_threads()
             self.model = quantize_for_cpu(self.model, quantize)
+            configure_cpu_inference()
         self.model = self.model.to(device).eval()
         self.processor = AutoProcessor.from_pretrained(served.source, trust_remote_code=True)
         self.pipeline = load_pipeline(served.source, self.model, self.processor)

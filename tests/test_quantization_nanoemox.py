@@ -14,12 +14,16 @@ from torch import nn
 from helpers import make_batch
 from modeling_nanoemox import NanoEmoXForConditionalGeneration
 from modeling_nanoemox.quantization_nanoemox import (
+    Float32OutputEmbedding,
+    configure_cpu_allocator,
+    configure_cpu_inference,
     configure_cpu_threads,
     default_inference_dtype,
     is_quantized_linear,
     physical_cpu_cores,
     quantize_for_cpu,
     release_checkpoint_pages,
+    split_batch_across_threads,
 )
 from modeling_nanoemox.tiny import build_tiny
 
@@ -46,15 +50,38 @@ def test_int8_quantizes_towers_and_keeps_exact_parts(tiny):
     llm = [name for name in quantized if name.startswith("model.language_model")]
     assert len(llm) == 7 * tiny.config.text_config.num_hidden_layers  # q k v o gate up down
     assert {quantized[name] for name in llm} == {torch.float16}
-    assert not any(name.startswith(EXACT) or name == "lm_head" for name in quantized)
-    # Exact parts: fp32 and the same values (the bf16 round trip of this test aside).
+    assert not any(name.startswith(EXACT) for name in quantized)
+    # lm_head: an fp16 copy of its own, untied; the embedding table keeps the checkpoint's bf16 values.
+    assert quantized["lm_head"] == torch.float16 and not model.config.tie_word_embeddings
     reference = dict(tiny.named_parameters())
+    embeddings = model.get_input_embeddings()
+    assert isinstance(embeddings, Float32OutputEmbedding) and embeddings.weight.dtype == torch.bfloat16
+    bf16_table = reference["model.language_model.embed_tokens.weight"].to(torch.bfloat16)
+    torch.testing.assert_close(embeddings.weight, bf16_table, rtol=0, atol=0)
+    lookup = embeddings(torch.tensor([[0, 5, embeddings.num_embeddings - 1]]))
+    assert lookup.dtype == torch.float32
+    torch.testing.assert_close(lookup[0], bf16_table[[0, 5, -1]].float(), rtol=0, atol=0)
+    # fp16 holds the bf16 values exactly: the quantized head's weights are the table's.
+    torch.testing.assert_close(model.lm_head.weight(), bf16_table.float(), rtol=0, atol=0)
+    # Exact parts: fp32 and the same values (the bf16 round trip of this test aside).
     for name, parameter in model.named_parameters():
+        if "embed_tokens" in name:
+            continue
         assert parameter.dtype == torch.float32, name
-        if name.startswith(EXACT) or "embed_tokens" in name:
+        if name.startswith(EXACT):
             torch.testing.assert_close(parameter, reference[name].to(torch.bfloat16).float(), rtol=0, atol=0)
-    assert model.lm_head.weight is model.get_input_embeddings().weight  # still tied
     assert type(model.model.fusion_encoder.experts[0].fc1) is nn.Linear
+
+
+def test_fp16_lm_head_gives_the_logits_of_the_tied_fp32_head(tiny):
+    bf16 = copy.deepcopy(tiny).to(torch.bfloat16)
+    tied = quantize_for_cpu(copy.deepcopy(bf16), "int8", lm_head=False)
+    untied = quantize_for_cpu(copy.deepcopy(bf16), "int8")
+    assert tied.lm_head.weight is tied.get_input_embeddings().weight and tied.lm_head.weight.dtype == torch.float32
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}, {"audio"}])
+    with torch.no_grad():
+        # Same weights, same fp32 activations: only the summation order of the fp16 kernel differs.
+        torch.testing.assert_close(untied(**inputs).logits, tied(**inputs).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_quantized_model_generates_and_stays_close(tiny):
@@ -126,9 +153,8 @@ def test_releasing_checkpoint_pages_while_quantizing_changes_no_value(tiny_bf16_
     reference = kept.state_dict()
     for name, tensor in released.state_dict().items():
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            assert tensor.dtype == torch.float32, name
+            assert tensor.dtype == (torch.bfloat16 if "embed_tokens" in name else torch.float32), name
             torch.testing.assert_close(tensor, reference[name], rtol=0, atol=0, msg=name)
-    assert released.lm_head.weight is released.get_input_embeddings().weight
 
 
 def test_the_unread_last_vision_layer_is_dropped_and_features_are_unchanged(tiny, monkeypatch):
@@ -166,8 +192,48 @@ def test_default_dtype_and_threads(monkeypatch):
     try:
         assert 1 <= physical_cpu_cores() <= (os.cpu_count() or 1)
         assert configure_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_cpu_inference(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+ALLOCATOR_PROBE = """
+import resource, threading, torch
+from modeling_nanoemox.quantization_nanoemox import configure_cpu_allocator
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+def reuse(size):
+    # Allocate, fill and free a 48 MB tensor (above glibc's largest mmap threshold) 20 times; count page faults.
+    first = faults()
+    for step in range(20):
+        tensor = torch.full((size,), float(step))
+        assert float(tensor[-1]) == step
+        del tensor
+    return faults() - first
+
+size = 12 * 2**20
+before = reuse(size)
+applied = configure_cpu_allocator()
+after = reuse(size)
+results = []
+thread = threading.Thread(target=lambda: results.append(float(torch.full((40 * 2**20,), 3.0).sum())))
+thread.start(); thread.join()  # a worker thread's arena still serves (and maps) a 160 MB tensor
+print(applied, before, after, results[0])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_cpu_allocator_reuses_large_buffers_instead_of_faulting_them_in_again():
+    # In a child: the setting is process-wide.
+    completed = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE], capture_output=True, text=True, check=True)
+    applied, before, after, total = completed.stdout.split()
+    assert applied == "True"
+    pages = 12 * 2**20 * 4 // 4096
+    assert int(before) > 15 * pages  # every allocation faulted in again
+    assert int(after) < 3 * pages  # faulted in once, then reused
+    assert float(total) == 3.0 * 40 * 2**20
 
 
 def test_cpu_inference_benchmark_runs_at_tiny_size(tmp_path):
@@ -181,3 +247,31 @@ def test_cpu_inference_benchmark_runs_at_tiny_size(tmp_path):
     assert "| plain | " in completed.stdout and "| int8 | " in completed.stdout
     assert "greedy tokens == plain (timed model) True" in completed.stdout  # plain against itself
     assert "cpu: " in completed.stdout
+
+
+def test_split_batch_across_threads_gives_the_whole_batch_result(tiny):
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}, {"video", "face", "audio"}])
+    split = copy.deepcopy(tiny).eval()
+    for part in ("vision_tower", "audio_tower", "face_encoder"):
+        split_batch_across_threads(getattr(split.model, part))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # 3 chunks of the 2 × 4 frames, and 3 threads back afterwards
+        with torch.inference_mode():
+            for name in ("get_video_tower_features", "get_face_tower_features", "get_audio_tower_features"):
+                key = {"get_video_tower_features": "pixel_values_videos", "get_face_tower_features":
+                       "face_pixel_values", "get_audio_tower_features": "audio_values"}[name]  # fmt: skip
+                expected = getattr(tiny.model, name)(inputs[key])
+                got = getattr(split.model, name)(inputs[key])
+                assert got.shape == expected.shape and got.is_inference()
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+            outputs = split.model.vision_tower(inputs["pixel_values_videos"].flatten(0, 1), output_hidden_states=True)
+            assert len(outputs.hidden_states) == tiny.config.vision_config.num_hidden_layers + 1
+            assert outputs.hidden_states[0].shape[0] == inputs["pixel_values_videos"].shape[:2].numel()
+            assert torch.get_num_threads() == 3
+            # A failure in a chunk's thread surfaces in the caller, and the threads are still restored.
+            with pytest.raises(ValueError, match="doesn't match model"):
+                split.model.vision_tower(torch.zeros(3, 3, 5, 5))
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
