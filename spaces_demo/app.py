@@ -526,6 +526,28 @@ class _Request:
         return self.answer_text(), chain, reply, list(self.faces), self.gate_frame(), self.summary(), self.details()
 
 
+def cpu_inference_path(model, quantize: str | None):
+    """
+    The library's CPU path, as `nanoemox predict` takes it: `quantize_for_cpu` when `quantize` is given (int8
+    towers, fp16-weight language model), then threads and allocator (`configure_cpu_inference`). Both come from the
+    `nanoemox` package; without it the model is served as loaded, and `quantize` is refused with what to install.
+    """
+    try:
+        from modeling_nanoemox.quantization_nanoemox import configure_cpu_inference, quantize_for_cpu
+    except ImportError:
+        if quantize is not None:
+            raise ValueError(
+                f"--quantize {quantize} needs the nanoemox package (add it to the Space's requirements.txt, or "
+                "`pip install -e .` from the repository); without it the demo serves the model unquantized."
+            ) from None
+        logger.info("The nanoemox package is not installed: serving on the CPU with PyTorch's default settings.")
+        return model
+    if quantize is not None:
+        model = quantize_for_cpu(model, quantize)
+    configure_cpu_inference()
+    return model
+
+
 class NanoEmoXDemo:
     """The page and its request handler around one loaded model (read-only after `__init__`)."""
 
@@ -554,12 +576,8 @@ class NanoEmoXDemo:
             torch_dtype = getattr(torch, dtype)
         started = time.perf_counter()
         self.model = AutoModel.from_pretrained(served.source, trust_remote_code=True, dtype=torch_dtype)
-        if quantize is not None:
-            # The library's CPU path (int8 towers, lighter LLM): needs the nanoemox package installed.
-            from modeling_nanoemox.quantization_nanoemox import configure_cpu_inference, quantize_for_cpu
-
-            self.model = quantize_for_cpu(self.model, quantize)
-            configure_cpu_inference()
+        if device.startswith("cpu"):
+            self.model = cpu_inference_path(self.model, quantize)
         self.model = self.model.to(device).eval()
         self.processor = AutoProcessor.from_pretrained(served.source, trust_remote_code=True)
         self.pipeline = load_pipeline(served.source, self.model, self.processor)

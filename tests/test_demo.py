@@ -693,3 +693,12 @@ def test_quantized_cpu_demo_and_refused_gpu_quantization(app_module, tiny_dir):
     assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear"}, kinds
     with pytest.raises(ValueError, match="is for CPU inference"):
         app_module.NanoEmoXDemo(app_module.ServedModel(str(tiny_dir), "given"), device="cuda", quantize="int8")
+
+
+def test_cpu_path_without_the_nanoemox_package(app_module, monkeypatch):
+    """A Space without the package serves the model as loaded, and refuses `--quantize` with what to install."""
+    monkeypatch.setitem(sys.modules, "modeling_nanoemox.quantization_nanoemox", None)  # import → ImportError
+    model = object()  # served as it is
+    assert app_module.cpu_inference_path(model, None) is model
+    with pytest.raises(ValueError, match="needs the nanoemox package"):
+        app_module.cpu_inference_path(model, "int8")

@@ -15,7 +15,7 @@ from helpers import make_batch
 from modeling_nanoemox import NanoEmoXForConditionalGeneration
 from modeling_nanoemox.quantization_nanoemox import (
     Float32OutputEmbedding,
-    configure_cpu_allocator,
+    compute_only_cls_in_last_vision_layer,
     configure_cpu_inference,
     configure_cpu_threads,
     default_inference_dtype,
@@ -158,6 +158,10 @@ def test_releasing_checkpoint_pages_while_quantizing_changes_no_value(tiny_bf16_
 
 
 def test_the_unread_last_vision_layer_is_dropped_and_features_are_unchanged(tiny, monkeypatch):
+    # Without the CLS-only last layer (tested below), whose int8 activation scales differ.
+    monkeypatch.setattr(
+        "modeling_nanoemox.quantization_nanoemox.compute_only_cls_in_last_vision_layer", lambda t: None
+    )
     dropped = quantize_for_cpu(copy.deepcopy(tiny), "int8")
     monkeypatch.setattr("modeling_nanoemox.quantization_nanoemox._drop_unread_vision_layers", lambda model: None)
     kept = quantize_for_cpu(copy.deepcopy(tiny), "int8")
@@ -275,3 +279,25 @@ def test_split_batch_across_threads_gives_the_whole_batch_result(tiny):
             assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_cls_only_last_vision_layer_gives_the_same_features(tiny):
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}, {"video", "face", "audio"}])
+    cls_only = copy.deepcopy(tiny).eval()
+    compute_only_cls_in_last_vision_layer(cls_only.model.vision_tower)
+    pixels = inputs["pixel_values_videos"]
+    with torch.no_grad():
+        outputs = cls_only.model.vision_tower(pixels.flatten(0, 1), output_hidden_states=True)
+        reference = tiny.model.vision_tower(pixels.flatten(0, 1), output_hidden_states=True)
+        assert outputs.hidden_states[-1].shape[1] == 1 and outputs.hidden_states[-2].shape[1] > 1
+        # The last layer's CLS token as the full layer computes it.
+        torch.testing.assert_close(
+            outputs.hidden_states[-1][:, 0], reference.hidden_states[-1][:, 0], rtol=1e-5, atol=1e-6
+        )
+        torch.testing.assert_close(outputs.pooler_output, reference.pooler_output, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(outputs.hidden_states[-1][:, 0], outputs.hidden_states[-2][:, 0])
+        torch.testing.assert_close(
+            cls_only.model.get_video_tower_features(pixels), tiny.model.get_video_tower_features(pixels),
+            rtol=1e-5, atol=1e-6,
+        )  # fmt: skip
+        torch.testing.assert_close(cls_only(**inputs).logits, tiny(**inputs).logits, rtol=1e-4, atol=1e-5)
