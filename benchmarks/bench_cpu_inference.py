@@ -302,15 +302,22 @@ def child(args) -> None:
     # The first request pays every first use (decoder set-up, the face detector's and FBGEMM's kernels, the
     # allocator's first pages): what a one-shot `nanoemox predict` gets after loading. The second is the steady state
     # of a served model; the stage times are the second's.
-    _, first_preprocess_s, first_generate_s, *_ = request()
+    def stages(start: float, stamps: list) -> dict:
+        towers_s = sum(towers.values())
+        return {
+            "towers_s": towers_s,
+            "towers": dict(towers),
+            "first_token_s": stamps[0] - start,
+            "prefill_s": stamps[0] - start - towers_s,
+            "decode_tokens_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None,
+        }
+
+    _, first_preprocess_s, first_generate_s, first_start, first_stamps, _ = request()
     result["first_request_s"] = first_preprocess_s + first_generate_s
+    result["first_request"] = {"preprocess_s": first_preprocess_s, **stages(first_start, first_stamps)}
     inputs, result["preprocess_s"], result["generate_s"], start, stamps, output = request()
     result["prompt_tokens"] = inputs["input_ids"].shape[1]
-    result["towers_s"] = sum(towers.values())
-    result["towers"] = dict(towers)
-    result["first_token_s"] = stamps[0] - start
-    result["prefill_s"] = result["first_token_s"] - result["towers_s"]
-    result["decode_tokens_per_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
+    result.update(stages(start, stamps))
     result["total_s"] = result["preprocess_s"] + result["generate_s"]
     result["tokens"] = output[0, inputs["input_ids"].shape[1] :].tolist()
     result["peak_rss_gb"] = peak_rss_gb()  # measured before the agreement model is loaded
@@ -384,6 +391,10 @@ def render(results: dict, args, machine: str) -> str:
         "releases those of the tensors it replaces); peak anon = sampled RssAnon (the process's own memory, every "
         "20 ms)",
     ]
+    lines += ["", "first request (s): " + "; ".join(
+        f"{name}: preprocess {r['first_request']['preprocess_s']:.2f}, towers {r['first_request']['towers_s']:.2f}, "
+        f"prefill {r['first_request']['prefill_s']:.2f}, decode {r['first_request']['decode_tokens_per_s'] or 0:.2f} tok/s"
+        for name, r in results.items())]  # fmt: skip
     lines += ["", "towers (s): " + "; ".join(
         f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["towers"].items()) for name, r in results.items())]  # fmt: skip
     lines += ["", "agreement with plain:"]

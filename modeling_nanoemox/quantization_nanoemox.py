@@ -85,6 +85,8 @@ CONVERSION_BLOCK_BYTES = 64 * 2**20
 # glibc's mallopt parameters (malloc.h) and the free heap top `configure_cpu_allocator` lets malloc keep.
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 ALLOCATOR_TRIM_THRESHOLD = 2**30
+# `quantize_for_cpu` gives freed heap memory back every this many replaced layers (see `_return_free_heap_memory`).
+TRIM_EVERY_LAYERS = 16
 
 
 def _cpu_flags() -> set[str]:
@@ -161,16 +163,38 @@ def configure_cpu_allocator() -> bool:
     take 0.23 s once the pages are reused, and 8.1 → 6.1 s in all. jemalloc or tcmalloc (`LD_PRELOAD`) do the same
     for a whole process; this needs no preloading. The memory kept is what the largest forward pass used anyway.
     """
-    if platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mallopt returns 1 on success. No mmap for any allocation the heap can serve (a thread's arena still maps
     # requests above its 64 MB heap size), and no trimming of the heap's free top below 1 GB.
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, ALLOCATOR_TRIM_THRESHOLD))
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc (whose `mallopt` / `malloc_trim` are used here), else None."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+def _return_free_heap_memory() -> None:
+    """
+    Gives the whole free pages inside glibc's heaps back to the system (`malloc_trim(0)`, 10–40 ms at full size).
+    Quantizing makes a transient fp32 copy of every layer between long-lived packed weights; the heap cannot shrink
+    past those, and the freed copies stayed resident: 4.3 to 5.6 GB after quantizing the full-size model, varying from
+    run to run, against 4.3 GB each time with a trim every few layers.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def configure_cpu_inference(num_threads: int | None = None) -> int:
@@ -261,7 +285,7 @@ def quantize_for_cpu(
         for root, kind in targets:
             # By name, not a list of modules: a list would keep every replaced layer (and its fp32 copy) alive.
             names = [name for name, module in root.named_modules() if type(module) is nn.Linear]
-            for name in names:
+            for index, name in enumerate(names):
                 owner, _, leaf = name.rpartition(".")
                 parent = root.get_submodule(owner)
                 linear = getattr(parent, leaf)
@@ -269,7 +293,10 @@ def quantize_for_cpu(
                 originals = [tensor.detach() for tensor in (linear.weight, linear.bias) if tensor is not None]
                 setattr(parent, leaf, _quantize_linear(linear, kind))
                 released += release_checkpoint_pages(originals)
+                if index % TRIM_EVERY_LAYERS == TRIM_EVERY_LAYERS - 1:
+                    _return_free_heap_memory()
     released += _to_float32(model)
+    _return_free_heap_memory()
     _drop_unread_vision_layers(model)
     compute_only_cls_in_last_vision_layer(inner.vision_tower)
     for part in TOWERS if towers else ():
