@@ -87,7 +87,8 @@ def main() -> int:
         f"throughput: {1 / median:.2f} clips/s (target >= 2)",
         f"peak RSS: {peak:.0f} MB (of which {rss_before:.0f} MB before the first clip: Python, torch, transformers, "
         "the processor; target < 600 MB)",
-        "stages (one run each): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()),
+        "stages (one run each, one after the other; inside a clip the audio decodes beside the frames): "
+        + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

@@ -462,8 +462,11 @@ def crop_faces(frames: np.ndarray, track: list[np.ndarray | None], size: int, ma
         y0 = int(round(face[1] + face[3] / 2 - side / 2))
         cx0, cy0 = min(max(x0, 0), width), min(max(y0, 0), height)
         cx1, cy1 = max(min(x0 + side, width), cx0), max(min(y0 + side, height), cy0)
-        region = np.zeros((side, side, 3), np.uint8)
-        region[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = frame[cy0:cy1, cx0:cx1]
+        if cx1 - cx0 == side and cy1 - cy0 == side:
+            region = frame[cy0:cy1, cx0:cx1]  # inside the frame: a view, no copy
+        else:
+            region = np.zeros((side, side, 3), np.uint8)
+            region[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = frame[cy0:cy1, cx0:cx1]
         # Area averaging when shrinking, bilinear when enlarging (area would act like nearest-neighbour there).
         interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
         crops.append(cv2.resize(region, (size, size), interpolation=interpolation))
@@ -525,7 +528,8 @@ def detect_and_track(
     """
     count = len(frames)
     chosen = sorted({*range(0, count, max(1, detect_every)), count - 1}) if count else []
-    found = detect_faces(frames[chosen], detector, rolls)
+    # Every frame searched (the default): the clip itself, not a copy of it.
+    found = detect_faces(frames if len(chosen) == count else frames[chosen], detector, rolls)
     detections = [np.zeros((0, 4), np.float32) for _ in range(count)]
     for index, boxes in zip(chosen, found):
         detections[index] = boxes

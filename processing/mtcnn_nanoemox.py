@@ -211,13 +211,18 @@ def _patches(image: np.ndarray, boxes: np.ndarray, size: int):
     out = np.zeros((len(boxes), size, size, 3), np.float32)
     for k, (x1, y1, x2, y2) in enumerate(np.floor(boxes[:, :4]).astype(int)):
         side_w, side_h = max(x2 - x1, 1), max(y2 - y1, 1)
-        patch = np.zeros((side_h, side_w, 3), np.uint8)
-        cx0, cy0, cx1, cy1 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-        if cx1 > cx0 and cy1 > cy0:
-            patch[cy0 - y1 : cy1 - y1, cx0 - x1 : cx1 - x1] = image[cy0:cy1, cx0:cx1]
+        if x1 >= 0 and y1 >= 0 and x1 + side_w <= width and y1 + side_h <= height:
+            patch = image[y1 : y1 + side_h, x1 : x1 + side_w]  # inside the image: a view, no copy
+        else:
+            patch = np.zeros((side_h, side_w, 3), np.uint8)
+            cx0, cy0, cx1, cy1 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+            if cx1 > cx0 and cy1 > cy0:
+                patch[cy0 - y1 : cy1 - y1, cx0 - x1 : cx1 - x1] = image[cy0:cy1, cx0:cx1]
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    out -= 127.5
+    out *= 0.0078125
     # (N, H, W, 3) seen as (N, 3, H, W): channels-last memory, which R-Net and O-Net are laid out for.
-    return torch.from_numpy((out - 127.5) * 0.0078125).permute(0, 3, 1, 2)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
 def detect_mtcnn(
@@ -279,7 +284,10 @@ def detect_mtcnn_batch(
             shrink = size[0] / levels[0].shape[1]
             interpolation = cv2.INTER_AREA if shrink < 0.5 else cv2.INTER_LINEAR
             levels = [cv2.resize(level, size, interpolation=interpolation) for level in levels]
-            x = torch.from_numpy((np.stack(levels).astype(np.float32) - 127.5) * 0.0078125).permute(0, 3, 1, 2)
+            pixels = np.stack(levels).astype(np.float32)
+            pixels -= 127.5
+            pixels *= 0.0078125
+            x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
             reg, prob = _pnet(pnet_w, x.contiguous())
             prob, reg = prob.numpy(), reg.numpy()
             for k in range(count):

@@ -149,6 +149,51 @@ class _VideoItem:
     notes: list[str] = field(default_factory=list)
 
 
+class _InBackground:
+    """`function(*args)` run on a second thread from construction; `result()` waits for it and returns its value or
+    raises its error in the caller's thread, `wait()` only waits (no thread outlives the call that started it)."""
+
+    def __init__(self, function, *args):
+        self._outcome: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(function, args), name="nanoemox-media", daemon=True)
+        self._thread.start()
+
+    def _run(self, function, args) -> None:
+        try:
+            self._outcome["value"] = function(*args)
+        except BaseException as error:  # raised again by result(), in the caller's thread
+            self._outcome["error"] = error
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._outcome:
+            raise self._outcome.pop("error")
+        return self._outcome["value"]
+
+
+def _resize_each(frames: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    """
+    `cv2.resize` of each frame of `(T, H, W, 3)` to `size` (width, height) → `(T, height, width, 3)`, the first half
+    of the frames on a second thread: OpenCV's area resampling at a non-integer factor (CLIP's shrink of HD frames,
+    about 6 ms a 720p frame) runs on one core. Each frame's result is the one a single call gives.
+    """
+    import cv2
+
+    def resize(part):
+        return [cv2.resize(frame, size, interpolation=interpolation) for frame in part]
+
+    half = len(frames) // 2
+    first = _InBackground(resize, frames[:half])
+    try:
+        second = resize(frames[half:])
+    finally:
+        first.wait()
+    return np.stack(first.result() + second)
+
+
 class NanoEmoXProcessor(ProcessorMixin):
     r"""
     Builds Nano-EmoX inputs from chat-templated prompts and raw media.
@@ -460,7 +505,7 @@ class NanoEmoXProcessor(ProcessorMixin):
             frames = decoded.frames
             shrinking = frames.shape[1] >= height and frames.shape[2] >= width
             interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-            frames = np.stack([cv2.resize(frame, (width, height), interpolation=interpolation) for frame in frames])
+            frames = _resize_each(frames, (width, height), interpolation)
             return self.image_processor(list(frames), return_tensors="np")["pixel_values"]
         # Shrinking with area averaging first makes CLIP's own resize cheap on HD frames.
         shortest = self.image_processor.size.get("shortest_edge") or min(self.image_processor.crop_size.values())
@@ -469,27 +514,40 @@ class NanoEmoXProcessor(ProcessorMixin):
         frames = decoded.frames
         if factor < 1:
             size = (max(shortest, round(width * factor)), max(shortest, round(height * factor)))
-            frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
+            frames = _resize_each(frames, size, cv2.INTER_AREA)
         return self.image_processor(list(frames), return_tensors="np")["pixel_values"]
 
     def _process_video(self, video, faces, use_faces: bool, load_audio_from_video: bool,
                        frame_resize: str | None = None) -> _VideoItem:  # fmt: skip
-        """One video → its item; a file without decodable frames gives no frames (and still its audio track)."""
-        decoded = self._load_video(video)
+        """
+        One video → its item; a file without decodable frames gives no frames (and still its audio track). A file's
+        own audio track decodes on a second thread while the frames decode and are prepared (the frames' decoding
+        leaves a core partly idle); its errors are raised where they were when the track came after the frames.
+        """
+        folder = isinstance(video, (str, os.PathLike)) and os.path.isdir(video)
+        from_file = not folder and isinstance(video, (str, os.PathLike, bytes, bytearray))
+        track = _InBackground(self._load_audio, video, None) if load_audio_from_video and from_file else None
         item = _VideoItem()
-        if decoded is None:
-            item.notes.append("the video has no decodable frames; continuing without video")
-        else:
-            item.pixel_values = self._prepare_frames(decoded, frame_resize)
-            if use_faces:
-                item.faces, item.face_boxes, item.crop_boxes, item.face_source = self._prepare_faces(decoded, faces)
-                if not (item.face_source != FACE_SOURCES.index("none")).any():
-                    item.notes.append("no face found in any frame; the face branch sees whole frames")
+        try:
+            decoded = self._load_video(video)
+            if decoded is None:
+                item.notes.append("the video has no decodable frames; continuing without video")
+            else:
+                item.pixel_values = self._prepare_frames(decoded, frame_resize)
+                if use_faces:
+                    item.faces, item.face_boxes, item.crop_boxes, item.face_source = self._prepare_faces(
+                        decoded, faces
+                    )
+                    if not (item.face_source != FACE_SOURCES.index("none")).any():
+                        item.notes.append("no face found in any frame; the face branch sees whole frames")
+        finally:
+            if track is not None:
+                track.wait()
         if load_audio_from_video:
-            if isinstance(video, (str, os.PathLike)) and os.path.isdir(video):
+            if folder:
                 item.notes.append("a folder of frames has no audio track; continuing without audio")
-            elif isinstance(video, (str, os.PathLike, bytes, bytearray)):
-                clips = self._load_audio(video, None)
+            elif from_file:
+                clips = track.result()
                 if clips is None:
                     item.notes.append("the video has no audio track; continuing without audio")
                 else:

@@ -1,7 +1,11 @@
 """Media decoding (`media_nanoemox`) and face detection / cropping (`face_detection_nanoemox`), below the processor."""
 
+import logging
+import threading
+
 import av
 import numpy as np
+import pytest
 
 import nanoemox_processing.media_nanoemox as media
 from modeling_nanoemox.synthetic import real_face_photo, write_clip
@@ -126,3 +130,118 @@ def test_audio_clips_overlap_when_short_and_pad_under_two_seconds():
     np.testing.assert_allclose(starts, np.arange(8) * 2 / 7, atol=1e-3)
     short = media.split_clips(np.ones(8000, np.float32), rate, 8, 2.0)
     assert (short[:, :8000] == 1).all() and (short[:, 8000:] == 0).all()
+
+
+# ---- a clip decoded in two parts at once (two threads, from two keyframes) ----------------------------------------
+
+
+def keyframed_clip(path, count=60, fps=10, keyframe_every=12):
+    """A clip whose red channel encodes the frame index (×4) with a keyframe every `keyframe_every` frames."""
+    frames = np.zeros((count, 48, 64, 3), np.uint8)
+    frames[..., 0] = (np.arange(count) * 4)[:, None, None]
+    frames[:, 10:20, :, 1] = 200  # a moving bar, so that frames reference each other
+    for index in range(count):
+        frames[index] = np.roll(frames[index], index, axis=1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"g": str(keyframe_every), "bf": "3"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def cut_with(monkeypatch, wrap=lambda container: container):
+    """Records the cuts `_split_point` chooses; `wrap` replaces the second part's container."""
+    cuts, real = [], media._split_point
+
+    def spy(source, stream, targets):
+        found = real(source, stream, targets)
+        cuts.append(None if found is None else found[0])
+        return None if found is None else (found[0], wrap(found[1]))
+
+    monkeypatch.setattr(media, "_split_point", spy)
+    return cuts
+
+
+def one_pass(path, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(media, "_split_point", lambda *args: None)
+        return media.decode_video(path, num_frames=8)
+
+
+def test_a_clip_decoded_in_two_parts_gives_the_frames_of_one_pass(tmp_path, monkeypatch):
+    path = keyframed_clip(tmp_path / "gop.mp4")
+    reference = one_pass(path, monkeypatch)
+    cuts = cut_with(monkeypatch)
+    threads = threading.active_count()
+    decoded = media.decode_video(path, num_frames=8)
+    assert cuts == [4]  # targets 0 … 5.25 s, keyframes every 1.2 s: the second part decodes 2.4 → 5.25 s
+    assert threading.active_count() == threads
+    assert np.array_equal(decoded.frames, reference.frames)
+    assert decoded.timestamps.tolist() == reference.timestamps.tolist() == [0, 0.7, 1.5, 2.2, 3.0, 3.7, 4.5, 5.2]
+    assert np.round(decoded.frames[:, :, :, 0].mean(axis=(1, 2)) / 4).astype(int).tolist() == [
+        0, 7, 15, 22, 30, 37, 45, 52
+    ]  # fmt: skip
+
+
+class BrokenContainer:
+    """A second part's container whose demuxing fails after a few packets with `error`."""
+
+    def __init__(self, container, error):
+        self._container, self._error = container, error
+
+    def demux(self, *args, **kwargs):
+        for count, packet in enumerate(self._container.demux(*args, **kwargs)):
+            if count == 3:
+                raise self._error
+            yield packet
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._container.__exit__(*exc)
+
+
+@pytest.mark.parametrize(
+    "error", [av.error.InvalidDataError(1094995529, "Invalid data"), av.FFmpegError(1, "boom")], ids=["damage", "error"]
+)
+def test_a_second_part_that_fails_is_dropped_for_the_one_pass(tmp_path, monkeypatch, caplog, error):
+    path = keyframed_clip(tmp_path / "gop.mp4")
+    reference = one_pass(path, monkeypatch)
+    cuts = cut_with(monkeypatch, lambda container: BrokenContainer(container, error))
+    with caplog.at_level(logging.WARNING):
+        decoded = media.decode_video(path, num_frames=8)
+    assert cuts == [4] and not caplog.records  # the one pass met no damage, so nothing is reported
+    assert np.array_equal(decoded.frames, reference.frames)
+    assert decoded.timestamps.tolist() == reference.timestamps.tolist()
+
+
+def test_an_error_in_the_first_part_is_raised_and_stops_the_second(tmp_path, monkeypatch):
+    path = keyframed_clip(tmp_path / "gop.mp4")
+    cuts = cut_with(monkeypatch)
+    real_pick = media._TimedFramePicker.pick
+
+    def failing_pick(self, target):
+        if self.stop is None and target > 2:  # the first part's picker (the second one has a stop event)
+            raise av.FFmpegError(1, "boom")
+        return real_pick(self, target)
+
+    monkeypatch.setattr(media._TimedFramePicker, "pick", failing_pick)
+    threads = threading.active_count()
+    with pytest.raises(media.MediaDecodeError, match=r"gop.mp4: the video stream cannot be decoded \(\[Errno 1\] boom"):
+        media.decode_video(path, num_frames=8)
+    assert cuts == [4] and threading.active_count() == threads
+
+
+def test_a_clip_with_one_keyframe_is_read_in_one_pass(tmp_path, monkeypatch):
+    cuts = cut_with(monkeypatch)
+    path = write_clip(tmp_path / "count.mp4", indexed_frames(24), fps=10)
+    assert red_index(media.decode_video(path, num_frames=8).frames).tolist() == [0, 3, 6, 9, 12, 15, 18, 21]
+    assert cuts == [None]

@@ -4,6 +4,7 @@ bad-input error, and the regressions of issues 10 and 17 (special-token injectio
 import logging
 import subprocess
 import sys
+import threading
 import time
 
 import av
@@ -854,3 +855,71 @@ def test_decoded_answers_never_show_replacement_characters(tiny_processor):
     assert "\ufffd" in tokenizer.decode(ids)
     assert tiny_processor.batch_decode([ids]) == ["I feel calm"]
     assert tiny_processor.decode(torch.tensor(ids)) == "I feel calm"
+
+
+# ---- media work on two threads --------------------------------------------------------------------------------
+
+
+class OneThread:
+    """`_InBackground` run at once in the caller's thread: the order of work before threads were used."""
+
+    def __init__(self, function, *args):
+        try:
+            self._value, self._error = function(*args), None
+        except Exception as error:
+            self._value, self._error = None, error
+
+    def wait(self):
+        pass
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def test_media_work_on_two_threads_changes_no_value(tiny_processor, tmp_path, monkeypatch):
+    """The frames decoded in two parts at once, the audio track decoded beside them and CLIP's shrink on two threads
+    give exactly the outputs of one thread, and leave no thread behind."""
+    import nanoemox_processing.media_nanoemox as media
+    import nanoemox_processing.processing_nanoemox as processing
+
+    clip, _ = photo_clip_frames(real_face_photo(), 50, (360, 640))
+    clip[25:] = np.roll(clip[25:], 320, axis=2)  # a jump cut at 1 s, so the encoder puts a keyframe there
+    path = write_clip(tmp_path / "cut.mp4", clip, fps=25, audio=synthetic_voice(2.0), channels=2)
+    messages = chat({"type": "video", "video": str(path)})
+    kwargs = dict(tokenize=True, add_generation_prompt=True, return_dict=True, return_face_info=True,
+                  load_audio_from_video=True)  # fmt: skip
+    cuts, real_split = [], media._split_point
+
+    def spy(*args):
+        found = real_split(*args)
+        cuts.append(None if found is None else found[0])
+        return found
+
+    monkeypatch.setattr(media, "_split_point", spy)
+    threads = threading.active_count()
+    threaded = tiny_processor.apply_chat_template(messages, **kwargs)
+    assert cuts == [4] and threading.active_count() == threads  # the second part decoded 1.0 → 1.75 s
+    monkeypatch.setattr(media, "_split_point", lambda *args: None)
+    monkeypatch.setattr(processing, "_InBackground", OneThread)
+    single = tiny_processor.apply_chat_template(messages, **kwargs)
+    assert sorted(threaded) == sorted(single)
+    for key in ("pixel_values_videos", "face_pixel_values", "audio_values", "face_boxes", "crop_boxes", "face_source"):
+        assert torch.equal(torch.as_tensor(threaded[key]), torch.as_tensor(single[key])), key
+
+
+def test_an_audio_track_error_is_raised_after_the_frames_as_before(tiny_processor, tmp_path, monkeypatch):
+    path = write_clip(tmp_path / "film.mp4", indexed_frames(10), fps=10, audio=synthetic_voice(1.0))
+    import nanoemox_processing.media_nanoemox as media
+
+    def broken(*args, **kwargs):
+        raise MediaDecodeError("film.mp4: the audio stream holds data but nothing of it decodes.")
+
+    monkeypatch.setattr(media, "decode_audio", broken)
+    threads = threading.active_count()
+    with pytest.raises(MediaDecodeError, match=r"^video 0: film.mp4: the audio stream holds data"):
+        tiny_processor.apply_chat_template(chat({"type": "video", "video": str(path)}), tokenize=True,
+                                           add_generation_prompt=True, return_dict=True,
+                                           load_audio_from_video=True)  # fmt: skip
+    assert threading.active_count() == threads
