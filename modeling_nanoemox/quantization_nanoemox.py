@@ -14,8 +14,9 @@ model:
 ```
 
 End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens; README, "CPU
-inference"): fp32 52.4 s at a peak RSS of 14.2 GB, `quantize_for_cpu(model, "int8")` 26.1 s (2.01×; towers 29.4 →
-15.5 s, decoding 1.9 → 5.2 tokens/s) at 5.76 GB, with the same answer and top-1 agreement 1.000 on a trained LLM.
+inference", two runs): fp32 53–55 s for a one-shot request (47 s in a served model's steady state) at a peak RSS of
+14.2 GB, `quantize_for_cpu(model, "int8")` 19–21 s (2.6–2.8×; steady state 21–23 s, 2.1–2.3×) at 5.6–5.7 GB, with
+the same answer and top-1 agreement 1.000 on a trained LLM.
 
 Why these choices (measured on the 2-core AMD EPYC, AVX2 without AVX-512, of this project; `benchmarks/
 bench_cpu_inference.py`):
@@ -47,10 +48,15 @@ bench_cpu_inference.py`):
   releases the pages of each tensor it replaces ([`release_checkpoint_pages`]) and converts the remaining bf16
   tensors to fp32 in 64 MB blocks, so the peak stays near the quantized model's own size.
 - The vision tower's last layer is dropped: Nano-EmoX reads the CLS tokens of layers -2, 12, 16 and 22 of CLIP's 24,
-  so the last layer's output was computed and thrown away.
-- Exact parts: the embeddings (the placeholders' rows included), the modality heads and adapters, the fusion encoder
-  and `lm_head` stay in fp32. `lm_head` is tied to the embeddings; quantizing it (`lm_head=True`) unties it and keeps
-  an int8 copy beside the fp32 embeddings, which trades 0.23 GB for faster decoding of the 151,936-word vocabulary.
+  so the last layer's output was computed and thrown away; the layer that becomes the last computes its CLS token
+  only ([`compute_only_cls_in_last_vision_layer`]: keys and values from every token, the rest for one).
+- Exact parts: the modality heads and adapters and the fusion encoder stay in fp32. The embedding table keeps the
+  checkpoint's values (bf16, looked up into fp32: [`Float32OutputEmbedding`]); `lm_head`, tied to it, gets an fp16
+  copy of its own, the same values for a bf16 checkpoint: decoding reads 0.47 GB less per token (5.2 → 6.3–7.3
+  tokens/s) for no more memory than the fp32 table it replaces.
+- Allocator and threads for the towers: [`configure_cpu_allocator`] stops glibc from unmapping the towers' 34 MB
+  activations after each use (int8 vision tower 8.1 → 6.1 s); [`split_batch_across_threads`] runs each int8 tower's
+  batch as one-thread halves side by side (FBGEMM's int8 matmul: 111 ms on one thread, 94 ms on two).
 - Threads: PyTorch's default can count hyper-threads and ignores CPU quotas; more threads than cores makes OpenMP
   spin against itself (on a busy 2-core machine a 2-thread int8 matmul was 15× slower than a 1-thread one).
 """
