@@ -50,7 +50,9 @@ def test_predict_quantize_int8_runs_the_quantized_cpu_path(tiny_dir, clip, capsy
     (model,) = quantized
     assert quantization.is_quantized_linear(model.model.vision_tower.encoder.layers[0].mlp.fc1)
     assert quantization.is_quantized_linear(model.model.language_model.layers[0].mlp.up_proj)
-    assert type(model.lm_head) is torch.nn.Linear and model.lm_head.weight.dtype == torch.float32
+    # lm_head in fp16 beside the checkpoint's embedding table, looked up into fp32.
+    assert quantization.is_quantized_linear(model.lm_head) and model.lm_head._packed_params.dtype == torch.float16
+    assert isinstance(model.get_input_embeddings(), quantization.Float32OutputEmbedding)
 
 
 def test_predict_without_the_video_track_has_no_audio_and_no_gates(tiny_dir, clip, capsys):
