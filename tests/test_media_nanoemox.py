@@ -23,6 +23,22 @@ def red_index(video_frames):
     return np.round(video_frames[:, :, :, 0].mean(axis=(1, 2)) / 10).astype(int)
 
 
+class ContainerProxy:
+    """A PyAV container that forwards everything to the real one; subclasses wrap a method to observe or break it."""
+
+    def __init__(self, container):
+        self._container = container
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._container.__exit__(*exc)
+
+
 def test_frames_are_sampled_uniformly_from_a_file(tmp_path):
     path = write_clip(tmp_path / "count.mp4", indexed_frames(20), fps=10)
     decoded = media.decode_video(path, num_frames=8)
@@ -62,23 +78,11 @@ def test_an_hour_long_video_is_read_by_seeking(tmp_path, monkeypatch):
     decoded_counts = []
     original_open = media.open_container
 
-    class CountingContainer:
-        def __init__(self, container):
-            self._container = container
-
+    class CountingContainer(ContainerProxy):
         def decode(self, *args, **kwargs):
             for item in self._container.decode(*args, **kwargs):
                 decoded_counts.append(1)
                 yield item
-
-        def __getattr__(self, name):
-            return getattr(self._container, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self._container.__exit__(*exc)
 
     monkeypatch.setattr(media, "open_container", lambda source: CountingContainer(original_open(source)))
     decoded = media.decode_video(path, num_frames=8)
@@ -187,11 +191,12 @@ def test_a_clip_decoded_in_two_parts_gives_the_frames_of_one_pass(tmp_path, monk
     ]  # fmt: skip
 
 
-class BrokenContainer:
+class BrokenContainer(ContainerProxy):
     """A second part's container whose demuxing fails after a few packets with `error`."""
 
     def __init__(self, container, error):
-        self._container, self._error = container, error
+        super().__init__(container)
+        self._error = error
 
     def demux(self, *args, **kwargs):
         for count, packet in enumerate(self._container.demux(*args, **kwargs)):
@@ -199,18 +204,11 @@ class BrokenContainer:
                 raise self._error
             yield packet
 
-    def __getattr__(self, name):
-        return getattr(self._container, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self._container.__exit__(*exc)
-
 
 @pytest.mark.parametrize(
-    "error", [av.error.InvalidDataError(1094995529, "Invalid data"), av.FFmpegError(1, "boom")], ids=["damage", "error"]
+    "error",
+    [av.error.InvalidDataError(1094995529, "Invalid data"), av.FFmpegError(1, "boom")],
+    ids=["damage", "error"],
 )
 def test_a_second_part_that_fails_is_dropped_for_the_one_pass(tmp_path, monkeypatch, caplog, error):
     path = keyframed_clip(tmp_path / "gop.mp4")
@@ -235,7 +233,9 @@ def test_an_error_in_the_first_part_is_raised_and_stops_the_second(tmp_path, mon
 
     monkeypatch.setattr(media._TimedFramePicker, "pick", failing_pick)
     threads = threading.active_count()
-    with pytest.raises(media.MediaDecodeError, match=r"gop.mp4: the video stream cannot be decoded \(\[Errno 1\] boom"):
+    with pytest.raises(
+        media.MediaDecodeError, match=r"gop.mp4: the video stream cannot be decoded \(\[Errno 1\] boom"
+    ):
         media.decode_video(path, num_frames=8)
     assert cuts == [4] and threading.active_count() == threads
 
