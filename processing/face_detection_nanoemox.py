@@ -47,6 +47,39 @@ FACE_SOURCES = ("none", "detected", "completed")
 DEFAULT_ROLLS = (15.0, -15.0, 30.0, -30.0)
 
 
+def _on_one_thread_each(function, parts: list) -> list:
+    """`[function(part) for part in parts]`, each part on a thread of its own (the first on the calling thread) with
+    one PyTorch intra-op thread; the first error raised by a part is raised again in the caller's thread."""
+    import threading
+
+    import torch
+
+    results, errors = [None] * len(parts), []
+    previous_threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
+
+    def run(index: int) -> None:
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode(inference):
+                results[index] = function(parts[index])
+        except BaseException as error:  # raised again below, in the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,), name="nanoemox-faces", daemon=True)
+               for index in range(1, len(parts))]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    try:
+        run(0)
+    finally:
+        for thread in threads:
+            thread.join()
+        torch.set_num_threads(previous_threads)
+    if errors:
+        raise errors[0]
+    return results
+
+
 # ---- detectors ------------------------------------------------------------------------------------------------
 
 
@@ -193,14 +226,21 @@ class DlibHOGFaceDetector(FaceDetector):
 
 class MTCNNFaceDetector(FaceDetector):
     """
-    MTCNN (three-stage CNN cascade) with the weights that ship in the `facenet-pytorch` wheel, run by this
-    package's own torch code (`mtcnn_nanoemox.py`): install with `pip install --no-deps facenet-pytorch`, since its
-    pins (torch < 2.3, numpy < 2, torchvision) are not needed. Tolerates moderate roll, so no roll search by default.
-    `min_face_size` is in pixels of the (shrunk) detection frame; by default `min_face_fraction` of its longest side
-    (1/16: 40 px at 640, which still finds the benchmark's 1/20-width faces), at least 20 px — the P-Net pyramid's
-    cost grows with (1 / min_face_size)². `detect_many` runs the cascade on `batch_size` frames at a time: the
-    processor's peak resident memory at 640 px was 579–592 MB with 2 (as fast as 1 frame at a time, 584–590 MB),
-    594–618 MB with 4 and 628 MB with a whole 8-frame clip (`benchmarks/bench_processor.py`; target < 600 MB).
+    MTCNN (three-stage CNN cascade) run by this package's own torch code (`mtcnn_nanoemox.py`) with the weights of
+    the `mtcnn` wheel (a dependency; TensorFlow is not needed), or of `pip install --no-deps facenet-pytorch`, or
+    of `weights_dir`. Tolerates moderate roll, so no roll search by default. `min_face_size` is in pixels of the
+    (shrunk) detection frame; by default `min_face_fraction` of its longest side (1/16: 40 px at 640, which still
+    finds the benchmark's 1/20-width faces), at least 20 px — the P-Net pyramid's cost grows with
+    (1 / min_face_size)².
+
+    `detect_many` splits the frames into as many contiguous parts as PyTorch has intra-op threads (at most
+    `threads`, when given) and runs each part's cascade on a thread of its own with one intra-op thread, at most
+    `batch_size` frames in flight in all. Why: the cascade's small convolutions scale poorly over intra-op threads
+    (8 720p frames: about 1.2 cores busy out of 2), while parts side by side keep every core busy; and a cascade
+    always run on one intra-op thread gives the same boxes on every machine, whatever its core count (two intra-op
+    threads move P-Net's and O-Net's outputs by up to 3e-5 px). Peak resident memory of the processor at 640 px
+    grows with the frames in flight: 579–592 MB with 2, 594–618 MB with 4, 628 MB with 8
+    (`benchmarks/bench_processor.py`; target < 600 MB).
     """
 
     name = "mtcnn"
@@ -215,23 +255,34 @@ class MTCNNFaceDetector(FaceDetector):
         min_score: float = 0.9,
         weights_dir: str | None = None,
         batch_size: int = 2,
+        threads: int | None = None,
     ):
         super().__init__(max_side)
         from .mtcnn_nanoemox import load_mtcnn_weights
 
+        if batch_size < 1 or (threads is not None and threads < 1):
+            raise ValueError(f"batch_size and threads must be at least 1, got {batch_size} and {threads}.")
         self._weights = load_mtcnn_weights(weights_dir)
         self.min_face_size, self.min_face_fraction = min_face_size, min_face_fraction
         self.thresholds, self.min_score = tuple(thresholds), min_score
-        self.batch_size = batch_size
+        self.batch_size, self.threads = batch_size, threads
 
     def _detect_many(self, frames: np.ndarray) -> list[np.ndarray]:
+        import torch
+
         from .mtcnn_nanoemox import detect_mtcnn_batch
 
         min_face_size = self.min_face_size or max(20.0, max(frames.shape[1:3]) * self.min_face_fraction)
-        found = []
-        for start in range(0, len(frames), self.batch_size):
-            found += detect_mtcnn_batch(frames[start : start + self.batch_size], self._weights, min_face_size,
-                                        self.thresholds)  # fmt: skip
+        workers = min(self.threads or torch.get_num_threads(), self.batch_size, len(frames))
+        step = -(-self.batch_size // workers)
+
+        def detect(part: np.ndarray) -> list:
+            found = []
+            for start in range(0, len(part), step):
+                found += detect_mtcnn_batch(part[start : start + step], self._weights, min_face_size, self.thresholds)
+            return found
+
+        found = [item for part in _on_one_thread_each(detect, np.array_split(frames, workers)) for item in part]
         return [boxes[scores >= self.min_score] for boxes, scores in found]
 
 

@@ -253,16 +253,21 @@ def test_mtcnn_nms_matches_greedy_reference():
             assert nms(boxes, scores, threshold, use_min).tolist() == reference(boxes, scores, threshold, use_min)
 
 
-def test_mtcnn_batch_of_frames_equals_frame_by_frame(mtcnn, astronaut, hopper):
+def _four_frame_clip(astronaut, hopper) -> np.ndarray:
+    """One 720p clip (shrunk to the detection size): the astronaut at two places, Grace Hopper, no face."""
     import cv2
 
-    # One clip (one frame size, shrunk to the detection size): the face at two places, another face, no face.
     frames = np.zeros((4, 720, 1280, 3), np.uint8)
     frames[0, 100:612, 100:612] = astronaut
     frames[1, 150:662, 700:1212] = astronaut
     frames[2, 50:50 + hopper.shape[0] // 2, 300:300 + hopper.shape[1] // 2] = cv2.resize(
         hopper, (hopper.shape[1] // 2, hopper.shape[0] // 2), interpolation=cv2.INTER_AREA
     )
+    return frames
+
+
+def test_mtcnn_batch_of_frames_equals_frame_by_frame(mtcnn, astronaut, hopper):
+    frames = _four_frame_clip(astronaut, hopper)
     together = mtcnn.detect_many(frames)
     alone = [mtcnn.detect(frame) for frame in frames]
     assert [len(boxes) for boxes in together] == [len(boxes) for boxes in alone]
@@ -271,3 +276,49 @@ def test_mtcnn_batch_of_frames_equals_frame_by_frame(mtcnn, astronaut, hopper):
         np.testing.assert_allclose(a, b, atol=0.05)
     expected = ASTRONAUT_FACE + [100, 100, 0, 0]
     assert box_iou(expected, together[0]).max() >= 0.5
+
+
+def test_mtcnn_parts_on_threads_give_the_one_thread_boxes(astronaut, hopper, monkeypatch):
+    """With two intra-op threads the clip is split into two parts detected side by side, each on one intra-op thread:
+    exactly the boxes of the whole clip on one thread; the caller's thread count is kept and errors surface."""
+    import threading
+
+    import torch
+
+    import nanoemox_processing.mtcnn_nanoemox as mtcnn_module
+
+    frames = _four_frame_clip(astronaut, hopper)
+    sequential = build_face_detector("mtcnn", batch_size=4, threads=1)
+    parallel = build_face_detector("mtcnn", batch_size=4)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = sequential.detect_many(frames)
+        torch.set_num_threads(2)
+        seen_threads, seen_counts = set(), []
+        detect = mtcnn_module.detect_mtcnn_batch
+
+        def recording(images, *args, **kwargs):
+            seen_threads.add(threading.current_thread().name)
+            seen_counts.append((len(images), torch.get_num_threads()))
+            return detect(images, *args, **kwargs)
+
+        monkeypatch.setattr(mtcnn_module, "detect_mtcnn_batch", recording)
+        found = parallel.detect_many(frames)
+        assert torch.get_num_threads() == 2
+        assert len(seen_threads) == 2 and sorted(seen_counts) == [(2, 1), (2, 1)]
+        assert [boxes.tolist() for boxes in found] == [boxes.tolist() for boxes in expected]
+
+        def failing(images, *args, **kwargs):
+            if threading.current_thread().name == "nanoemox-faces":
+                raise RuntimeError("part failed")
+            return detect(images, *args, **kwargs)
+
+        monkeypatch.setattr(mtcnn_module, "detect_mtcnn_batch", failing)
+        with pytest.raises(RuntimeError, match="part failed"):
+            parallel.detect_many(frames)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(ValueError, match="at least 1"):
+        build_face_detector("mtcnn", threads=0)
