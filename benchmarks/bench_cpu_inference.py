@@ -6,11 +6,14 @@
 
 - plain: what the README gives a new user: `from_pretrained(dtype=torch.float32)`, eager `generate`, PyTorch's
   default threads;
-- default: what `nanoemox predict` does on a CPU: `default_inference_dtype("cpu")` (fp32 here without native bf16
-  kernels), `configure_cpu_inference()` (threads, allocator);
+- default: what `nanoemox predict` does on a CPU: `default_inference_dtype("cpu")` (fp32 without native bf16
+  kernels, bf16 with them), `pack_for_cpu` (bf16 linear layers pre-packed for oneDNN; nothing in fp32),
+  `configure_cpu_inference()` (threads, allocator);
 - int8: the default plus `quantize_for_cpu(model, "int8")` on the model loaded in its checkpoint's dtype (bf16):
-  the towers' linear layers in int8, the LLM's weights in fp16 (fp32 activations), the vision tower's unread last
-  layer dropped, the checkpoint pages of replaced tensors released;
+  the towers' linear layers in int8, the LLM's weights in fp16 (fp32 activations) or, on a CPU with native bf16,
+  in packed bf16 (`language_model="auto"`), the vision tower's unread last layer dropped, the checkpoint pages of
+  replaced tensors released;
+- int8-fp16 (information, on a CPU with native bf16): int8 with the LLM's weights in fp16 all the same;
 - int8-llm (information): the LLM's linear layers in int8 too (`language_model="int8"`).
 
 Each variant runs in its own subprocess, one after the other, so its peak resident memory is its own. Each serves
@@ -48,7 +51,9 @@ import torch
 from _machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("plain", "default", "int8", "int8-llm")
+VARIANTS = ("plain", "default", "int8", "int8-fp16", "int8-llm")
+# The language model of each quantized variant (`quantize_for_cpu(..., language_model=...)`).
+INT8_LANGUAGE_MODEL = {"int8": "auto", "int8-fp16": "float16", "int8-llm": "int8"}
 MAKE_CLIP = """
 import sys
 from modeling_nanoemox.synthetic import photo_clip_frames, real_face_photo, synthetic_voice, write_clip
@@ -238,15 +243,16 @@ def setup(workdir: Path, size: str, agreement: bool) -> dict:
 
 def load_variant(variant: str, folder: Path):
     from modeling_nanoemox import NanoEmoXForConditionalGeneration, NanoEmoXProcessor
-    from modeling_nanoemox.quantization_nanoemox import default_inference_dtype, quantize_for_cpu
+    from modeling_nanoemox.quantization_nanoemox import default_inference_dtype, pack_for_cpu, quantize_for_cpu
 
     if variant == "plain":
         model = NanoEmoXForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     elif variant == "default":
         model = NanoEmoXForConditionalGeneration.from_pretrained(folder, dtype=default_inference_dtype("cpu"))
+        model = pack_for_cpu(model)
     else:
         model = NanoEmoXForConditionalGeneration.from_pretrained(folder, dtype="auto")
-        model = quantize_for_cpu(model, "int8", language_model="int8" if variant == "int8-llm" else "float16")
+        model = quantize_for_cpu(model, "int8", language_model=INT8_LANGUAGE_MODEL[variant])
     return model.eval(), NanoEmoXProcessor.from_pretrained(folder)
 
 
@@ -430,12 +436,18 @@ def main() -> int:
         return 0
     if "plain" not in args.variants:
         args.variants = ["plain", *args.variants]
-    from modeling_nanoemox.quantization_nanoemox import cpu_has_fast_bf16, default_inference_dtype, physical_cpu_cores
+    from modeling_nanoemox.quantization_nanoemox import (
+        bfloat16_packing_available,
+        cpu_has_fast_bf16,
+        default_inference_dtype,
+        physical_cpu_cores,
+    )
 
     machine = (
         f"cpu: {cpu_model()} ({platform.machine()}, {physical_cpu_cores()} physical cores usable, "
         f"{os.cpu_count()} logical, capability {torch.backends.cpu.get_cpu_capability()}, fast bf16 "
-        f"{cpu_has_fast_bf16()} → default dtype {default_inference_dtype('cpu')}), torch {torch.__version__}, "
+        f"{cpu_has_fast_bf16()} → default dtype {default_inference_dtype('cpu')}, packed bf16 "
+        f"{bfloat16_packing_available()}), torch {torch.__version__}, "
         f"load average at start {os.getloadavg()[0]:.1f}"
     )
     print(machine, flush=True)

@@ -95,13 +95,15 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto", quantize
 
     `dtype="auto"` is the fastest correct dtype on the device (`default_inference_dtype`: fp32 on a CPU without native
     bf16, where a bf16 checkpoint would run 4.3× slower; bf16 on CUDA), not transformers' "the checkpoint's dtype".
-    `quantize="int8"` (CPU only) applies `quantize_for_cpu`. On a CPU the intra-op threads are set to the physical cores and the allocator keeps large buffers
+    `quantize="int8"` (CPU only) applies `quantize_for_cpu`; otherwise, on a CPU, a model in bf16 gets its linear
+    layers pre-packed for oneDNN (`pack_for_cpu`: the same outputs, faster; only on CPUs with native bf16). On a CPU
+    the intra-op threads are set to the physical cores and the allocator keeps large buffers
     (`configure_cpu_inference`).
     """
     import torch
     from transformers import AutoModel, AutoProcessor
 
-    from .quantization_nanoemox import configure_cpu_inference, default_inference_dtype, quantize_for_cpu
+    from .quantization_nanoemox import configure_cpu_inference, default_inference_dtype, pack_for_cpu, quantize_for_cpu
 
     check_model_id(model_id)
     if device is None:
@@ -130,6 +132,8 @@ def load(model_id: str, device: str | None = None, dtype: str = "auto", quantize
         raise OSError(f"no such model folder or Hub id: {model_id} ({' '.join(str(error).split())[:200]})") from None
     if quantize is not None:
         model = quantize_for_cpu(model, quantize)
+    elif on_cpu:
+        model = pack_for_cpu(model)
     if on_cpu:
         configure_cpu_inference()
     return model.to(device).eval(), processor

@@ -529,11 +529,12 @@ class _Request:
 def cpu_inference_path(model, quantize: str | None):
     """
     The library's CPU path, as `nanoemox predict` takes it: `quantize_for_cpu` when `quantize` is given (int8
-    towers, fp16-weight language model), then threads and allocator (`configure_cpu_inference`). Both come from the
-    `nanoemox` package; without it the model is served as loaded, and `quantize` is refused with what to install.
+    towers, fp16- or packed bf16-weight language model), otherwise `pack_for_cpu` (a bf16 model's linear layers
+    pre-packed where the CPU has native bf16), then threads and allocator (`configure_cpu_inference`). All come from
+    the `nanoemox` package; without it the model is served as loaded, and `quantize` is refused with what to install.
     """
     try:
-        from modeling_nanoemox.quantization_nanoemox import configure_cpu_inference, quantize_for_cpu
+        from modeling_nanoemox.quantization_nanoemox import configure_cpu_inference, pack_for_cpu, quantize_for_cpu
     except ImportError:
         if quantize is not None:
             raise ValueError(
@@ -542,8 +543,7 @@ def cpu_inference_path(model, quantize: str | None):
             ) from None
         logger.info("The nanoemox package is not installed: serving on the CPU with PyTorch's default settings.")
         return model
-    if quantize is not None:
-        model = quantize_for_cpu(model, quantize)
+    model = quantize_for_cpu(model, quantize) if quantize is not None else pack_for_cpu(model)
     configure_cpu_inference()
     return model
 

@@ -26,7 +26,8 @@ def test_predict_json_has_answer_faces_gates(tiny_dir, clip, capsys):
     assert result["task"] == "erg" and result["modalities"] == ["video", "face", "audio"]
     assert len(result["face_boxes"]) == 8 and len(result["crop_boxes"]) == 8
     assert set(result["face_source"]) <= {"detected", "completed"}
-    assert abs(sum(result["fusion_gate_weights"]) - 1) < 1e-3
+    # A softmax; in bf16 (the default dtype on a CPU with native bf16) each weight is rounded to 3 significant digits.
+    assert abs(sum(result["fusion_gate_weights"]) - 1) < 1e-2
     assert {"chain_of_empathy", "reply", "timings"} <= set(result)
     assert "\ufffd" not in result["answer"]
 
@@ -46,12 +47,19 @@ def test_predict_quantize_int8_runs_the_quantized_cpu_path(tiny_dir, clip, capsy
                  "--max-new-tokens", "2", "--json"])  # fmt: skip
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["quantize"] == "int8" and result["dtype"] == "float32" and result["answer"]
+    # The tiny random model may end its answer at once (its first greedy token can be the end of turn).
+    assert result["quantize"] == "int8" and result["dtype"] == "float32" and isinstance(result["answer"], str)
     (model,) = quantized
     assert quantization.is_quantized_linear(model.model.vision_tower.encoder.layers[0].mlp.fc1)
     assert quantization.is_quantized_linear(model.model.language_model.layers[0].mlp.up_proj)
-    # lm_head in fp16 beside the checkpoint's embedding table, looked up into fp32.
-    assert quantization.is_quantized_linear(model.lm_head) and model.lm_head._packed_params.dtype == torch.float16
+    # lm_head like the language model (fp16, or packed bf16 on a CPU with native bf16) beside the checkpoint's
+    # embedding table, looked up into fp32.
+    assert quantization.is_quantized_linear(model.lm_head)
+    if model.nanoemox_quantization["language_model"] == "float16":
+        assert model.lm_head._packed_params.dtype == torch.float16
+    else:
+        assert model.nanoemox_quantization["language_model"] == "bfloat16"
+        assert model.lm_head.weight_packed.dtype == torch.bfloat16
     assert isinstance(model.get_input_embeddings(), quantization.Float32OutputEmbedding)
 
 

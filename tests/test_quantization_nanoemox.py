@@ -15,11 +15,14 @@ from helpers import make_batch
 from modeling_nanoemox import NanoEmoXForConditionalGeneration
 from modeling_nanoemox.quantization_nanoemox import (
     Float32OutputEmbedding,
+    PackedBFloat16Linear,
+    bfloat16_packing_available,
     compute_only_cls_in_last_vision_layer,
     configure_cpu_inference,
     configure_cpu_threads,
     default_inference_dtype,
     is_quantized_linear,
+    pack_for_cpu,
     physical_cpu_cores,
     quantize_for_cpu,
     release_checkpoint_pages,
@@ -27,6 +30,9 @@ from modeling_nanoemox.quantization_nanoemox import (
 )
 from modeling_nanoemox.tiny import build_tiny
 
+PACKING = pytest.mark.skipif(
+    not bfloat16_packing_available(), reason="packed bf16 needs a CPU with AMX or AVX512-BF16 and oneDNN"
+)
 EXACT = ("model.video_head", "model.audio_head", "model.face_head", "model.fusion_encoder", "model.fusion_projector")
 
 
@@ -37,12 +43,22 @@ def tiny():
 
 
 def _quantized(model) -> dict[str, torch.dtype]:
-    # The packed weight's dtype: qint8, or float16 for the fp16 kernels (`weight()` unpacks those to fp32).
-    return {name: module._packed_params.dtype for name, module in model.named_modules() if is_quantized_linear(module)}
+    # The packed weight's dtype: qint8, float16 for the fp16 kernels (`weight()` unpacks those to fp32), or bfloat16.
+    return {
+        name: module.weight_packed.dtype if isinstance(module, PackedBFloat16Linear) else module._packed_params.dtype
+        for name, module in model.named_modules()
+        if is_quantized_linear(module)
+    }
+
+
+@pytest.fixture
+def no_packing(monkeypatch):
+    """A CPU without native bf16, as far as this module can tell."""
+    monkeypatch.setattr("modeling_nanoemox.quantization_nanoemox.bfloat16_packing_available", lambda: False)
 
 
 def test_int8_quantizes_towers_and_keeps_exact_parts(tiny):
-    model = quantize_for_cpu(copy.deepcopy(tiny).to(torch.bfloat16), "int8")
+    model = quantize_for_cpu(copy.deepcopy(tiny).to(torch.bfloat16), "int8", language_model="float16")
     quantized = _quantized(model)
     towers = [name for name in quantized if name.startswith(("model.vision_tower", "model.audio_tower"))]
     assert towers and {quantized[name] for name in towers} == {torch.qint8}
@@ -75,8 +91,8 @@ def test_int8_quantizes_towers_and_keeps_exact_parts(tiny):
 
 def test_fp16_lm_head_gives_the_logits_of_the_tied_fp32_head(tiny):
     bf16 = copy.deepcopy(tiny).to(torch.bfloat16)
-    tied = quantize_for_cpu(copy.deepcopy(bf16), "int8", lm_head=False)
-    untied = quantize_for_cpu(copy.deepcopy(bf16), "int8")
+    tied = quantize_for_cpu(copy.deepcopy(bf16), "int8", language_model="float16", lm_head=False)
+    untied = quantize_for_cpu(copy.deepcopy(bf16), "int8", language_model="float16")
     assert tied.lm_head.weight is tied.get_input_embeddings().weight and tied.lm_head.weight.dtype == torch.float32
     inputs = make_batch(tiny.config, [{"video", "face", "audio"}, {"audio"}])
     with torch.no_grad():
@@ -182,7 +198,80 @@ def test_quantize_rejects_unknown_modes(tiny):
     with pytest.raises(ValueError, match="mode must be one of"):
         quantize_for_cpu(tiny, "int4")
     with pytest.raises(ValueError, match="language_model must be one of"):
-        quantize_for_cpu(tiny, "int8", language_model="bfloat16")
+        quantize_for_cpu(tiny, "int8", language_model="bf16")
+
+
+def test_language_model_auto_is_fp16_without_native_bf16(tiny, no_packing):
+    model = quantize_for_cpu(copy.deepcopy(tiny).to(torch.bfloat16), "int8")
+    assert model.nanoemox_quantization["language_model"] == "float16"
+    assert _quantized(model)["model.language_model.layers.0.mlp.up_proj"] == torch.float16
+    with pytest.raises(ValueError, match="native bf16"):
+        quantize_for_cpu(copy.deepcopy(tiny), "int8", language_model="bfloat16")
+
+
+def test_pack_for_cpu_without_native_bf16_changes_nothing(tiny, no_packing):
+    model = copy.deepcopy(tiny).to(torch.bfloat16)
+    assert pack_for_cpu(model) is model
+    assert not any(isinstance(module, PackedBFloat16Linear) for module in model.modules())
+
+
+@PACKING
+def test_packed_bf16_linear_gives_the_bf16_linear_bit_for_bit():
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 80).to(torch.bfloat16)
+    packed = PackedBFloat16Linear(linear)
+    with torch.no_grad():
+        for shape in ((1, 48), (3, 7, 48), (130, 48)):
+            x = torch.randn(shape)
+            torch.testing.assert_close(packed(x.bfloat16()), linear(x.bfloat16()), rtol=0, atol=0)
+            # fp32 in, fp32 out: the matmul of the bf16-rounded input.
+            output = packed(x)
+            assert output.dtype == torch.float32
+            torch.testing.assert_close(output, linear(x.bfloat16()).float(), rtol=0, atol=0)
+        assert PackedBFloat16Linear(nn.Linear(48, 8, bias=False).bfloat16())(torch.randn(2, 48)).shape == (2, 8)
+    with pytest.raises(ValueError, match="expected 48 input features, got 40"):
+        packed(torch.randn(2, 40))
+
+
+@PACKING
+def test_pack_for_cpu_gives_the_bf16_model_bit_for_bit(tiny):
+    bf16 = copy.deepcopy(tiny).to(torch.bfloat16).eval()
+    packed = pack_for_cpu(copy.deepcopy(bf16))
+    kinds = {
+        name: type(module)
+        for name, module in packed.named_modules()
+        if type(module) in (nn.Linear, PackedBFloat16Linear)
+    }
+    assert kinds["lm_head"] is PackedBFloat16Linear
+    for part in ("vision_tower", "audio_tower", "face_encoder", "language_model"):
+        assert {kind for name, kind in kinds.items() if name.startswith(f"model.{part}")} == {PackedBFloat16Linear}
+    assert {kind for name, kind in kinds.items() if name.startswith(EXACT)} == {nn.Linear}
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}, {"audio"}])
+    inputs = {key: value.to(torch.bfloat16) if value.is_floating_point() else value for key, value in inputs.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(packed(**inputs).logits, bf16(**inputs).logits, rtol=0, atol=0)
+        expected = bf16.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        assert torch.equal(packed.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False), expected)
+
+
+@PACKING
+def test_int8_with_a_packed_bf16_language_model(tiny):
+    bf16 = copy.deepcopy(tiny).to(torch.bfloat16)
+    model = quantize_for_cpu(copy.deepcopy(bf16), "int8")  # auto: bf16 on this CPU
+    fp16 = quantize_for_cpu(copy.deepcopy(bf16), "int8", language_model="float16")
+    quantized = _quantized(model)
+    assert model.nanoemox_quantization["language_model"] == "bfloat16"
+    llm = [name for name in quantized if name.startswith("model.language_model")]
+    assert len(llm) == 7 * tiny.config.text_config.num_hidden_layers
+    assert {quantized[name] for name in llm} == {torch.bfloat16} and quantized["lm_head"] == torch.bfloat16
+    assert isinstance(model.get_input_embeddings(), Float32OutputEmbedding)
+    inputs = make_batch(tiny.config, [{"video", "face", "audio"}, {"audio"}])
+    with torch.no_grad():
+        logits, reference = model(**inputs).logits, fp16(**inputs).logits
+    assert logits.dtype == torch.float32
+    # The same bf16 weights; only the activations' rounding to bf16 at each matmul differs from the fp16 kernels.
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+    assert (logits.argmax(-1) == reference.argmax(-1)).float().mean() > 0.9
 
 
 def test_default_dtype_and_threads(monkeypatch):
