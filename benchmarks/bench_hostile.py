@@ -223,9 +223,8 @@ def http_battery() -> None:
 
 
 def eval_battery(folder: Path) -> None:
-    from modeling_nanoemox.data import write_manifest
+    from modeling_nanoemox.data import load_manifest, write_manifest
     from modeling_nanoemox.evaluation.run import media_outside_root
-    from modeling_nanoemox.data import load_manifest
 
     root = folder / "root"
     (root / "sub").mkdir(parents=True)
@@ -280,9 +279,8 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name, battery in (("media", lambda: media_battery(folder / "media")), ("http", http_battery),
-                              ("eval", lambda: eval_battery(folder / "eval")),
-                              ("training", lambda: training_battery(folder / "training"))):  # fmt: skip
+        for battery in (lambda: media_battery(folder / "media"), http_battery,
+                        lambda: eval_battery(folder / "eval"), lambda: training_battery(folder / "training")):  # fmt: skip
             for sub in ("media", "eval", "training"):
                 (folder / sub).mkdir(exist_ok=True)
             battery()

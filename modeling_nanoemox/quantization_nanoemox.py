@@ -16,7 +16,9 @@ model:
 End to end at full size on the 2 idle cores of this project's machine (one 16 s clip, 32 new tokens; README, "CPU
 inference", two runs): fp32 53–55 s for a one-shot request (47 s in a served model's steady state) at a peak RSS of
 14.2 GB, `quantize_for_cpu(model, "int8")` 19–21 s (2.6–2.8×; steady state 21–23 s, 2.1–2.3×) at 5.6–5.7 GB, with
-the same answer and top-1 agreement 1.000 on a trained LLM.
+the same answer and top-1 agreement 1.000 on a trained LLM. On a newer 2-core AMD EPYC with AVX-512, VNNI and
+AVX512-BF16, against fp32's 35 s in steady state: the default (bf16, [`pack_for_cpu`]) 13–14 s, int8 (towers int8,
+language model packed bf16) 12.8–14.5 s, at 5.5–5.8 GB.
 
 Why these choices (measured on the 2-core AMD EPYC, AVX2 without AVX-512, of this project; `benchmarks/
 bench_cpu_inference.py`):
@@ -89,7 +91,7 @@ FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # Block size in which `quantize_for_cpu` converts a checkpoint tensor to fp32 (see `_float32_copy`).
 CONVERSION_BLOCK_BYTES = 64 * 2**20
 # glibc's mallopt parameters (malloc.h) and the free heap top `configure_cpu_allocator` lets malloc keep.
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 ALLOCATOR_TRIM_THRESHOLD = 2**30
 # `quantize_for_cpu` gives freed heap memory back every this many replaced layers (see `_return_free_heap_memory`).
 TRIM_EVERY_LAYERS = 16
@@ -237,10 +239,11 @@ def configure_cpu_threads(num_threads: int | None = None) -> int:
     return num_threads
 
 
-def configure_cpu_allocator() -> bool:
+def configure_cpu_allocator(arenas: int | None = None) -> bool:
     """
-    Makes glibc's `malloc` keep large freed buffers for reuse instead of returning them to the system, and returns
-    whether it could (False off glibc, e.g. macOS or musl, where nothing changes). Process-wide and idempotent.
+    Makes glibc's `malloc` keep large freed buffers for reuse instead of returning them to the system, with at most
+    `arenas` heaps (default: [`physical_cpu_cores`]), and returns whether it could (False off glibc, e.g. macOS or
+    musl, where nothing changes). Process-wide and idempotent.
 
     Why: glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh `mmap` and unmaps it on
     `free`, so each such tensor is page-faulted and zeroed by the kernel again on every use. The towers' activations
@@ -248,6 +251,11 @@ def configure_cpu_allocator() -> bool:
     machine of `benchmarks/bench_cpu_inference.py` the int8 vision tower spent 1.3 s of 9.6 in element-wise ops that
     take 0.23 s once the pages are reused, and 8.1 → 6.1 s in all. jemalloc or tcmalloc (`LD_PRELOAD`) do the same
     for a whole process; this needs no preloading. The memory kept is what the largest forward pass used anyway.
+
+    The arena bound: glibc gives each thread that allocates a heap of its own (up to 8 per core), and each heap now
+    keeps what it frees, so memory kept grows with the threads that ever allocated (the processor's decoding, audio
+    and face-detection threads). The processor's peak resident memory in `benchmarks/bench_processor.py` was 579–605
+    MB unbounded, 548–555 MB with 2 arenas and 534–537 MB with 1, at the same throughput (2 cores).
     """
     libc = _glibc()
     if libc is None:
@@ -255,8 +263,13 @@ def configure_cpu_allocator() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mallopt returns 1 on success. No mmap for any allocation the heap can serve (a thread's arena still maps
-    # requests above its 64 MB heap size), and no trimming of the heap's free top below 1 GB.
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, ALLOCATOR_TRIM_THRESHOLD))
+    # requests above its 64 MB heap size), no trimming of the heap's free top below 1 GB, and a bounded number of
+    # arenas (threads share them; arenas made before this call stay).
+    return (
+        bool(mallopt(M_MMAP_MAX, 0))
+        and bool(mallopt(M_TRIM_THRESHOLD, ALLOCATOR_TRIM_THRESHOLD))
+        and bool(mallopt(M_ARENA_MAX, max(1, arenas or physical_cpu_cores())))
+    )
 
 
 @functools.cache
@@ -286,12 +299,13 @@ def _return_free_heap_memory() -> None:
 def configure_cpu_inference(num_threads: int | None = None) -> int:
     """
     Sets this process up for CPU inference: [`configure_cpu_threads`] (returns the thread count) and
-    [`configure_cpu_allocator`]. Call it once the model is loaded (and quantized): from then on malloc keeps what it
+    [`configure_cpu_allocator`] with as many arenas as threads. Call it once the model is loaded (and quantized): from then on malloc keeps what it
     frees, and the transient copies made while loading (0.6 GB at full size) would stay with the process.
     `nanoemox predict` and the demo call it on a CPU.
     """
-    configure_cpu_allocator()
-    return configure_cpu_threads(num_threads)
+    num_threads = configure_cpu_threads(num_threads)
+    configure_cpu_allocator(arenas=num_threads)
+    return num_threads
 
 
 def _quantized_engine() -> str:

@@ -6,8 +6,8 @@ import socket
 import pytest
 import torch
 
-from nanoemox_cli import main
 from modeling_nanoemox.predict import check_model_id
+from nanoemox_cli import main
 
 
 @pytest.fixture(scope="module")
