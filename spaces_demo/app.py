@@ -526,6 +526,19 @@ class _Request:
         return self.answer_text(), chain, reply, list(self.faces), self.gate_frame(), self.summary(), self.details()
 
 
+def default_dtype(device: str) -> torch.dtype:
+    """
+    The dtype `--dtype auto` serves in: the library's `default_inference_dtype` (bf16 on a GPU and on a CPU with
+    native bf16 kernels, fp32 on other CPUs, where bf16 is emulated and about 4× slower); without the nanoemox
+    package, bf16 on a GPU and fp32 on a CPU.
+    """
+    try:
+        from modeling_nanoemox.quantization_nanoemox import default_inference_dtype
+    except ImportError:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return default_inference_dtype(device)
+
+
 def cpu_inference_path(model, quantize: str | None):
     """
     The library's CPU path, as `nanoemox predict` takes it: `quantize_for_cpu` when `quantize` is given (int8
@@ -570,18 +583,18 @@ class NanoEmoXDemo:
         if quantize is not None:
             torch_dtype = "auto"  # quantize_for_cpu sets the dtype of every part
         elif dtype == "auto":
-            # bf16 on a GPU; fp32 on a CPU, where bf16 without native kernels is about 4× slower (measured).
-            torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+            torch_dtype = default_dtype(device)
         else:
             torch_dtype = getattr(torch, dtype)
         started = time.perf_counter()
         self.model = AutoModel.from_pretrained(served.source, trust_remote_code=True, dtype=torch_dtype)
+        # Counted before the CPU path: quantized and packed layers keep their weights outside `parameters()`.
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
         if device.startswith("cpu"):
             self.model = cpu_inference_path(self.model, quantize)
         self.model = self.model.to(device).eval()
         self.processor = AutoProcessor.from_pretrained(served.source, trust_remote_code=True)
         self.pipeline = load_pipeline(served.source, self.model, self.processor)
-        self.num_parameters = sum(p.numel() for p in self.model.parameters())
         logger.info(
             "Loaded %s (%.1f M parameters) on %s in %.1f s.",
             served.source,

@@ -691,6 +691,13 @@ def test_quantized_cpu_demo_and_refused_gpu_quantization(app_module, tiny_dir):
     app = app_module.NanoEmoXDemo(app_module.ServedModel(str(tiny_dir), "given"), device="cpu", quantize="int8")
     kinds = {type(m).__module__ for m in app.model.model.vision_tower.modules() if type(m).__name__ == "Linear"}
     assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear"}, kinds
+    from transformers import AutoConfig, AutoModel
+
+    # The page states the model's size, not what is left in `parameters()` once the linear layers are replaced.
+    config = AutoConfig.from_pretrained(tiny_dir, trust_remote_code=True)
+    unquantized = AutoModel.from_config(config, trust_remote_code=True)
+    assert app.num_parameters == sum(p.numel() for p in unquantized.parameters())
+    assert app.num_parameters > sum(p.numel() for p in app.model.parameters())
     with pytest.raises(ValueError, match="is for CPU inference"):
         app_module.NanoEmoXDemo(app_module.ServedModel(str(tiny_dir), "given"), device="cuda", quantize="int8")
 
@@ -700,5 +707,8 @@ def test_cpu_path_without_the_nanoemox_package(app_module, monkeypatch):
     monkeypatch.setitem(sys.modules, "modeling_nanoemox.quantization_nanoemox", None)  # import → ImportError
     model = object()  # served as it is
     assert app_module.cpu_inference_path(model, None) is model
+    import torch
+
+    assert app_module.default_dtype("cpu") == torch.float32 and app_module.default_dtype("cuda") == torch.bfloat16
     with pytest.raises(ValueError, match="needs the nanoemox package"):
         app_module.cpu_inference_path(model, "int8")
