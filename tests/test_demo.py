@@ -432,7 +432,8 @@ def test_handler_reads_gates_from_the_pipeline_and_cleans_up(app_module, demo_ap
         answer, _, _, faces, gates, summary, details = outputs
         assert answer == details["tasks"]["mer"]["answer"] and "\ufffd" not in answer
         assert details["fusion_gate_weights"] == pytest.approx(gates["weight"].tolist())
-        assert len(gates) == 3 and sum(details["fusion_gate_weights"]) == pytest.approx(1.0, abs=1e-3)
+        # A softmax; in bf16 (the demo's dtype on a CPU with native bf16) each weight has 3 significant digits.
+        assert len(gates) == 3 and sum(details["fusion_gate_weights"]) == pytest.approx(1.0, abs=1e-2)
         assert details["face_source"] == ["detected"] * 8 and len(details["crop_boxes_xywh"]) == 8
     assert str(APP) not in hooked_from
     assert len(set(folders)) == 2 and all(f.parent == tmp_path / "requests" for f in folders)
@@ -534,7 +535,7 @@ def test_api_endpoint_answers(client, media, direct_posts):
     assert len(faces) == 8 and any(face["caption"] == "frame 1" for face in faces)
     assert all(Path(face["image"]).is_file() for face in faces)
     weights = [row[1] for row in gates["data"]]
-    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0, abs=1e-3)
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0, abs=1e-2)  # bf16 on a CPU with native bf16
     assert details["fusion_gate_weights"] == pytest.approx(weights)
     assert details["modalities"] == ["video", "face", "audio", "audio-visual fusion"]
     assert details["tasks"]["mer"]["timings"]["tokens"] > 0
