@@ -75,7 +75,6 @@ import mmap
 import os
 import platform
 import sys
-import threading
 import types
 import warnings
 from pathlib import Path
@@ -83,6 +82,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers.utils import ModelOutput, logging
+
+from nanoemox_processing.threads_nanoemox import run_on_one_thread_each
 
 logger = logging.get_logger(__name__)
 
@@ -497,29 +498,7 @@ def split_batch_across_threads(module: nn.Module) -> nn.Module:
         if workers < 2 or extra_tensors or torch.is_grad_enabled():
             return forward(batch, *args, **kwargs)
         chunks = batch.tensor_split(workers)
-        outputs, errors = [None] * workers, []
-        previous_threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
-
-        def run(index: int) -> None:
-            # Grad and inference mode are per thread: each chunk runs in the caller's.
-            torch.set_num_threads(1)
-            try:
-                with torch.inference_mode(inference), torch.no_grad():
-                    outputs[index] = forward(chunks[index], *args, **kwargs)
-            except BaseException as error:  # re-raised in the calling thread
-                errors.append(error)
-
-        threads = [threading.Thread(target=run, args=(index,), daemon=True) for index in range(1, workers)]
-        for thread in threads:
-            thread.start()
-        try:
-            run(0)
-        finally:
-            for thread in threads:
-                thread.join()
-            torch.set_num_threads(previous_threads)  # the caller's, and the default of threads started later
-        if errors:
-            raise errors[0]
+        outputs = run_on_one_thread_each(lambda chunk: forward(chunk, *args, **kwargs), chunks)
         return _concatenate(outputs)
 
     module.forward = functools.update_wrapper(split_forward, forward)

@@ -47,39 +47,6 @@ FACE_SOURCES = ("none", "detected", "completed")
 DEFAULT_ROLLS = (15.0, -15.0, 30.0, -30.0)
 
 
-def _on_one_thread_each(function, parts: list) -> list:
-    """`[function(part) for part in parts]`, each part on a thread of its own (the first on the calling thread) with
-    one PyTorch intra-op thread; the first error raised by a part is raised again in the caller's thread."""
-    import threading
-
-    import torch
-
-    results, errors = [None] * len(parts), []
-    previous_threads, inference = torch.get_num_threads(), torch.is_inference_mode_enabled()
-
-    def run(index: int) -> None:
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode(inference):
-                results[index] = function(parts[index])
-        except BaseException as error:  # raised again below, in the caller's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(index,), name="nanoemox-faces", daemon=True)
-               for index in range(1, len(parts))]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    try:
-        run(0)
-    finally:
-        for thread in threads:
-            thread.join()
-        torch.set_num_threads(previous_threads)
-    if errors:
-        raise errors[0]
-    return results
-
-
 # ---- detectors ------------------------------------------------------------------------------------------------
 
 
@@ -271,6 +238,7 @@ class MTCNNFaceDetector(FaceDetector):
         import torch
 
         from .mtcnn_nanoemox import detect_mtcnn_batch
+        from .threads_nanoemox import run_on_one_thread_each
 
         min_face_size = self.min_face_size or max(20.0, max(frames.shape[1:3]) * self.min_face_fraction)
         workers = min(self.threads or torch.get_num_threads(), self.batch_size, len(frames))
@@ -282,7 +250,7 @@ class MTCNNFaceDetector(FaceDetector):
                 found += detect_mtcnn_batch(part[start : start + step], self._weights, min_face_size, self.thresholds)
             return found
 
-        found = [item for part in _on_one_thread_each(detect, np.array_split(frames, workers)) for item in part]
+        found = [item for part in run_on_one_thread_each(detect, np.array_split(frames, workers)) for item in part]
         return [boxes[scores >= self.min_score] for boxes, scores in found]
 
 

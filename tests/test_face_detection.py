@@ -310,7 +310,7 @@ def test_mtcnn_parts_on_threads_give_the_one_thread_boxes(astronaut, hopper, mon
         assert [boxes.tolist() for boxes in found] == [boxes.tolist() for boxes in expected]
 
         def failing(images, *args, **kwargs):
-            if threading.current_thread().name == "nanoemox-faces":
+            if threading.current_thread().name == "nanoemox-part":
                 raise RuntimeError("part failed")
             return detect(images, *args, **kwargs)
 

@@ -31,7 +31,7 @@ GENERIC_SENTENCE = "This is the model card of a 🤗 transformers model that has
 MODEL_CODE = ("configuration_nanoemox.py", "modeling_nanoemox.py", "model_card_nanoemox.py", "hub_nanoemox.py")
 PROCESSOR_FILES = ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                    "processing_nanoemox.py", "prompts_nanoemox.py", "media_nanoemox.py",
-                   "face_detection_nanoemox.py")  # fmt: skip
+                   "face_detection_nanoemox.py", "threads_nanoemox.py")  # fmt: skip
 
 
 class HubCapture:
